@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""Lab builder: Herd nodes as Linux network namespaces, each with its own sshd.
+
+Tests and the demo need several real hosts that the engine reaches over real SSH.  Full
+VMs take minutes to boot; a network namespace with its own sshd, address, host key,
+hostname and state directory comes up in milliseconds and is a real SSH peer.  Nodes
+share the host filesystem, so the engine installed here (``herd-node``) runs on them.
+
+Layout (all names derive from the lab name, so ``down`` can always find them again):
+
+* one shared *fabric* namespace ``herdlab-fabric`` holding bridge ``br0``; the host root
+  namespace joins it through veth ``herdlab0`` with the controller address 10.77.0.1/16,
+  so a master running in the host namespace reaches every node;
+* lab ``<name>`` gets block 10.77.<index>.0/24 (index unique per lab); node ``i`` is
+  namespace ``hl-<name>-n<i>`` with ``eth0`` = 10.77.<index>.<10+i>/16.  All labs sit on
+  the one bridge with a /16 prefix, so two labs (two clusters) reach each other directly,
+  as clusters that move instances between them must;
+* inside each node's private mount namespace: a tmpfs on /run (sshd's privsep dir), the
+  node's own data directory bind-mounted on /var/lib/herd-node, and a passwd copy whose
+  root home is the node's own empty home (no heavy ~/.bashrc on every exec).
+
+Everything is recorded in ``<root>/<name>/state.json`` (root: ``$HERD_LAB_ROOT`` or the
+repository's ``.lab/``); the root must not live under /run, which nodes mount over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_ROOT = Path(
+    os.environ.get("HERD_LAB_ROOT") or Path(__file__).resolve().parent.parent / ".lab"
+)
+SSHD = "/usr/sbin/sshd"
+FABRIC_NS = "herdlab-fabric"
+BRIDGE = "br0"
+HOST_VETH = "herdlab0"
+FABRIC_HOST_PORT = "host"
+NETWORK = ipaddress.ip_network("10.77.0.0/16")
+CONTROLLER_IP = "10.77.0.1"
+NODE_STATE_PATH = "/var/lib/herd-node"
+NODE_IP_OFFSET = 10
+MAX_NODES = 200
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+SSHD_START_TIMEOUT = 10.0
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LabError(Exception):
+    """The lab could not be built or inspected; the message says which step failed."""
+
+
+@dataclass
+class LabNode:
+    """One lab node as tests and the engine see it."""
+
+    name: str
+    netns: str
+    ip: str
+    port: int
+    host_key: str
+    dir: str
+    bridge_port: str
+
+    @property
+    def state_dir(self) -> Path:
+        """Host path of what the node sees at /var/lib/herd-node (tests inspect it directly)."""
+        return Path(self.dir) / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return Path(self.dir) / "sshd.pid"
+
+    def sshd_pid(self) -> int | None:
+        """Pid of the node's sshd listener if it runs, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def exec(
+        self, *argv: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the node's network namespace (failure injection, inspection).
+
+        It runs in a fresh mount namespace, not sshd's, so it sees the host's /var/lib.
+        """
+        return _run(["ip", "netns", "exec", self.netns, *argv], check=check, input=input)
+
+    def link_down(self) -> None:
+        """Cut the node off the bridge, as a pulled cable would."""
+        _run(["ip", "-n", FABRIC_NS, "link", "set", self.bridge_port, "down"])
+
+    def link_up(self) -> None:
+        _run(["ip", "-n", FABRIC_NS, "link", "set", self.bridge_port, "up"])
+
+    def kill_sshd(self) -> None:
+        """Stop the node's sshd and every session it spawned: the node looks dead."""
+        _kill_netns_processes(self.netns)
+
+
+@dataclass
+class Lab:
+    """A set of lab nodes sharing one cluster key; what ``state.json`` holds."""
+
+    name: str
+    index: int
+    dir: str
+    key_path: str
+    controller_ip: str = CONTROLLER_IP
+    nodes: list[LabNode] = field(default_factory=list)
+    status: str = "building"
+    owner_pid: int | None = None
+
+    @property
+    def public_key(self) -> str:
+        return Path(self.key_path + ".pub").read_text().strip()
+
+    def node(self, name: str) -> LabNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise LabError(f"lab {self.name} has no node {name}")
+
+    def save(self) -> None:
+        path = Path(self.dir) / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Lab:
+        raw_nodes = data.pop("nodes", [])
+        lab = cls(**data)  # type: ignore[arg-type]
+        lab.nodes = [LabNode(**n) for n in raw_nodes]  # type: ignore[union-attr]
+        return lab
+
+
+def missing_requirements() -> str | None:
+    """Why the lab cannot run here, or None: tests skip with this reason."""
+    if os.geteuid() != 0:
+        return "lab needs root (network namespaces, mounts)"
+    for tool in ("ip", "ssh-keygen", "unshare", "mount"):
+        if shutil.which(tool) is None:
+            return f"lab needs the '{tool}' command"
+    if not os.access(SSHD, os.X_OK):
+        return f"lab needs openssh-server ({SSHD})"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"'ip netns' unavailable: {probe.stderr.strip()}"
+    return None
+
+
+def up(
+    name: str,
+    nodes: int = 3,
+    root: Path = DEFAULT_ROOT,
+    sshd: str = SSHD,
+    owner_pid: int | None = None,
+) -> Lab:
+    """Build lab ``name`` with ``nodes`` nodes; a healthy existing lab is returned as is.
+
+    A partial or differently sized lab of that name is torn down and rebuilt, so ``up``
+    can be repeated after any failure.  On failure the state is kept for ``down``.
+    """
+    _check_name(name)
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"nodes must be 1..{MAX_NODES}, got {nodes}")
+    root = _check_root(root)
+    with _locked(root):
+        existing = _load(name, root)
+        if existing is not None:
+            if _healthy(existing, nodes):
+                return existing
+            _teardown(existing.name, root, existing)
+        _ensure_fabric()
+        lab = Lab(
+            name=name,
+            index=_free_index(root),
+            dir=str(root / name),
+            key_path=str(root / name / "id_ed25519"),
+            owner_pid=owner_pid,
+        )
+        Path(lab.dir).mkdir(parents=True)
+        lab.nodes = [_plan_node(lab, i) for i in range(1, nodes + 1)]
+        lab.save()
+        _make_keys(lab)
+        for node in lab.nodes:
+            _build_node_network(lab, node)
+        _start_sshds(lab, sshd)
+        lab.status = "up"
+        lab.save()
+        return lab
+
+
+def down(name: str, root: Path = DEFAULT_ROOT) -> None:
+    """Remove lab ``name`` completely; a no-op if nothing of it exists."""
+    _check_name(name)
+    root = _check_root(root)
+    with _locked(root):
+        _teardown(name, root, _load(name, root))
+
+
+def load(name: str, root: Path = DEFAULT_ROOT) -> Lab:
+    """The recorded state of an existing lab."""
+    lab = _load(name, _check_root(root))
+    if lab is None:
+        raise LabError(f"no lab named {name} under {root}")
+    return lab
+
+
+def status(root: Path = DEFAULT_ROOT) -> list[dict[str, object]]:
+    """Every recorded lab with per-node liveness, for the ``status`` command."""
+    root = _check_root(root)
+    report: list[dict[str, object]] = []
+    for lab in _all_labs(root):
+        report.append(
+            {
+                "name": lab.name,
+                "status": lab.status,
+                "index": lab.index,
+                "controller_ip": lab.controller_ip,
+                "key_path": lab.key_path,
+                "nodes": [
+                    {"name": n.name, "ip": n.ip, "port": n.port, "sshd_pid": n.sshd_pid()}
+                    for n in lab.nodes
+                ],
+            }
+        )
+    return report
+
+
+def reap_orphans(prefix: str, root: Path = DEFAULT_ROOT) -> list[str]:
+    """Tear down labs named ``prefix…`` whose owner process is gone (killed test runs)."""
+    reaped = []
+    for lab in _all_labs(_check_root(root)):
+        if lab.name.startswith(prefix) and lab.owner_pid and not _alive(lab.owner_pid):
+            down(lab.name, root)
+            reaped.append(lab.name)
+    return reaped
+
+
+def namespaces() -> list[str]:
+    """Names of all network namespaces on the host (for leak checks)."""
+    out = _run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise LabError(f"lab name {name!r} must match {NAME_RE.pattern}")
+
+
+def _check_root(root: Path) -> Path:
+    root = Path(root).resolve()
+    if root == Path("/run") or Path("/run") in root.parents:
+        raise LabError(f"lab root {root} is under /run, which every node mounts a tmpfs over")
+    return root
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Serialise ups and downs: index allocation and the shared fabric need it."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _load(name: str, root: Path) -> Lab | None:
+    try:
+        data = json.loads((root / name / "state.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LabError(f"unreadable lab state for {name}: {exc}") from exc
+    return Lab.from_dict(data)
+
+
+def _all_labs(root: Path) -> list[Lab]:
+    labs = []
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            lab = _load(entry.name, root) if entry.is_dir() else None
+            if lab is not None:
+                labs.append(lab)
+    return labs
+
+
+def _healthy(lab: Lab, nodes: int) -> bool:
+    present = set(namespaces())
+    return (
+        lab.status == "up"
+        and len(lab.nodes) == nodes
+        and all(n.netns in present and n.sshd_pid() is not None for n in lab.nodes)
+    )
+
+
+def _free_index(root: Path) -> int:
+    used = {lab.index for lab in _all_labs(root)}
+    for index in range(1, 255):
+        if index not in used:
+            return index
+    raise LabError("all 254 lab subnets are in use")
+
+
+def _plan_node(lab: Lab, i: int) -> LabNode:
+    name = f"{lab.name}-n{i}"
+    return LabNode(
+        name=name,
+        netns=f"hl-{name}",
+        ip=str(NETWORK.network_address + lab.index * 256 + NODE_IP_OFFSET + i),
+        port=22,
+        host_key="",
+        dir=str(Path(lab.dir) / name),
+        bridge_port=f"v{lab.index}n{i}",
+    )
+
+
+def _ensure_fabric() -> None:
+    if FABRIC_NS in namespaces():
+        return
+    _run(["ip", "netns", "add", FABRIC_NS])
+    fab = ["ip", "-n", FABRIC_NS]
+    _run([*fab, "link", "set", "lo", "up"])
+    _run([*fab, "link", "add", BRIDGE, "type", "bridge"])
+    _run([*fab, "link", "set", BRIDGE, "up"])
+    _run(["ip", "link", "del", HOST_VETH], check=False)
+    peer = ["peer", "name", FABRIC_HOST_PORT, "netns", FABRIC_NS]
+    _run(["ip", "link", "add", HOST_VETH, "type", "veth", *peer])
+    _run([*fab, "link", "set", FABRIC_HOST_PORT, "master", BRIDGE, "up"])
+    _run(["ip", "addr", "add", f"{CONTROLLER_IP}/{NETWORK.prefixlen}", "dev", HOST_VETH])
+    _run(["ip", "link", "set", HOST_VETH, "up"])
+
+
+def _remove_fabric() -> None:
+    if FABRIC_NS in namespaces():
+        _kill_netns_processes(FABRIC_NS)
+        _run(["ip", "netns", "del", FABRIC_NS])
+    _run(["ip", "link", "del", HOST_VETH], check=False)
+
+
+def _make_keys(lab: Lab) -> None:
+    """Generate the cluster key and every host key in parallel (ssh-keygen is the slow bit)."""
+    jobs = [_keygen(lab.key_path, f"herd-lab-{lab.name}")]
+    for node in lab.nodes:
+        Path(node.dir, "data").mkdir(parents=True)
+        Path(node.dir, "home").mkdir()
+        jobs.append(_keygen(str(Path(node.dir, "ssh_host_ed25519_key")), node.name))
+    for proc in jobs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise LabError(f"ssh-keygen failed: {err.strip()}")
+    for node in lab.nodes:
+        pub = Path(node.dir, "ssh_host_ed25519_key.pub").read_text().split()
+        node.host_key = f"{pub[0]} {pub[1]}"
+    lab.save()
+
+
+def _keygen(path: str, comment: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _build_node_network(lab: Lab, node: LabNode) -> None:
+    _run(["ip", "netns", "add", node.netns])
+    peer = ["peer", "name", node.bridge_port, "netns", FABRIC_NS]
+    _run(["ip", "link", "add", "eth0", "netns", node.netns, "type", "veth", *peer])
+    _run(["ip", "-n", FABRIC_NS, "link", "set", node.bridge_port, "master", BRIDGE, "up"])
+    ns = ["ip", "-n", node.netns]
+    _run([*ns, "addr", "add", f"{node.ip}/{NETWORK.prefixlen}", "dev", "eth0"])
+    _run([*ns, "link", "set", "lo", "up"])
+    _run([*ns, "link", "set", "eth0", "up"])
+
+
+def _sshd_config(lab: Lab, node: LabNode) -> str:
+    # herd-node must be found on PATH in sessions; SetEnv overrides sshd's default PATH.
+    path = sysconfig.get_path("scripts") + ":" + SYSTEM_PATH
+    return f"""\
+ListenAddress {node.ip}:{node.port}
+HostKey {node.dir}/ssh_host_ed25519_key
+PidFile {node.pid_file}
+AuthorizedKeysFile {node.dir}/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+MaxStartups 200:30:400
+MaxSessions 100
+PrintMotd no
+PrintLastLog no
+X11Forwarding no
+SetEnv PATH={path} HERD_NODE_ROOT={NODE_STATE_PATH}
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+def _passwd_with_home(home: str) -> str:
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) == 7:
+            fields[5] = home
+        lines.append(":".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def _start_sshds(lab: Lab, sshd: str) -> None:
+    """Start every node's sshd in parallel and wait for their pid files, not a fixed sleep."""
+    Path(NODE_STATE_PATH).mkdir(parents=True, exist_ok=True)
+    launchers = []
+    for node in lab.nodes:
+        ndir = Path(node.dir)
+        (ndir / "sshd_config").write_text(_sshd_config(lab, node))
+        (ndir / "authorized_keys").write_text(lab.public_key + "\n")
+        (ndir / "passwd").write_text(_passwd_with_home(str(ndir / "home")))
+        node.pid_file.unlink(missing_ok=True)
+        script = (
+            "set -e; mount -t tmpfs -o mode=0755 herdlab-run /run; mkdir -m 0755 /run/sshd; "
+            f"mount --bind {ndir / 'data'} {NODE_STATE_PATH}; "
+            f"mount --bind {ndir / 'passwd'} /etc/passwd; hostname {node.name}; "
+            f"exec {sshd} -f {ndir / 'sshd_config'} -E {ndir / 'sshd.log'}"
+        )
+        launchers.append(
+            (
+                node,
+                subprocess.Popen(
+                    ["ip", "netns", "exec", node.netns, "unshare", "--uts", "sh", "-c", script],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+        )
+    for node, proc in launchers:
+        _, err = proc.communicate(timeout=SSHD_START_TIMEOUT)
+        if proc.returncode != 0:
+            raise LabError(f"sshd of {node.name} failed to start: {err.strip()}{_log_tail(node)}")
+    deadline = time.monotonic() + SSHD_START_TIMEOUT
+    for node in lab.nodes:
+        while node.sshd_pid() is None:
+            if time.monotonic() > deadline:
+                raise LabError(f"sshd of {node.name} wrote no pid file{_log_tail(node)}")
+            time.sleep(0.005)
+
+
+def _log_tail(node: LabNode) -> str:
+    try:
+        return "; log: " + Path(node.dir, "sshd.log").read_text()[-500:].strip()
+    except OSError:
+        return ""
+
+
+def _teardown(name: str, root: Path, lab: Lab | None) -> None:
+    """Kill, delete and unlink everything of lab ``name``, trusting names over state.
+
+    Namespaces are found by their prefix as well as from the state, so a lab whose
+    state file was written before a crash still goes away completely.
+    """
+    prefix = f"hl-{name}-n"
+    recorded = {n.netns for n in lab.nodes} if lab else set()
+    for ns in sorted(recorded | {ns for ns in namespaces() if ns.startswith(prefix)}):
+        if ns in namespaces():
+            _kill_netns_processes(ns)
+            _run(["ip", "netns", "del", ns])
+    shutil.rmtree(root / name, ignore_errors=True)
+    if not _all_labs(root):
+        _remove_fabric()
+
+
+def _kill_netns_processes(ns: str) -> None:
+    """TERM, then KILL, every process in namespace ``ns``; returns once they are gone."""
+    pids = _netns_pids(ns)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2.0
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            if pids:
+                time.sleep(0.01)
+        if not pids:
+            return
+    raise LabError(f"processes {pids} in {ns} survived SIGKILL")
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = _run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    """True for a live process; zombies count as dead (our launchers reap theirs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _run(
+    argv: Sequence[str], check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="lab state directory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="build (or reuse) a lab")
+    p_up.add_argument("--name", default="a")
+    p_up.add_argument("--nodes", type=int, default=3)
+    p_down = sub.add_parser("down", help="remove a lab completely")
+    p_down.add_argument("--name", default="a")
+    sub.add_parser("status", help="show every lab and its nodes")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            lab = up(args.name, args.nodes, args.root)
+            print(json.dumps(asdict(lab), indent=2))
+        elif args.command == "down":
+            down(args.name, args.root)
+        else:
+            print(json.dumps(status(args.root), indent=2))
+    except LabError as exc:
+        print(f"herdlab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
