@@ -110,6 +110,13 @@ class HostKeyMismatchError(NodeError):
     kind = "HostKeyMismatchError"
 
 
+class AuthenticationError(HerdError):
+    """A peer's credentials did not check out: bad signature, expired or foreign certificate."""
+
+    kind = "AuthenticationError"
+    http_status = 401
+
+
 class TransferError(HerdError):
     """A disk stream failed: connection, checksum or timeout."""
 
