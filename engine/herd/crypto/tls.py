@@ -19,6 +19,7 @@ from __future__ import annotations
 import _ssl
 import ctypes
 import functools
+import ipaddress
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,20 +84,28 @@ def client_context(
 
 
 def require_peer(sock: ssl.SSLSocket, name: str) -> None:
-    """Insist that the peer's certificate names ``name`` (a SAN DNS name or IP).
+    """Insist that the peer's certificate names ``name`` (a SAN DNS name or IP address).
 
     The server side of a handshake only learns that the client holds *some* CA-signed
     certificate; a transfer receiver uses this to accept only the certificate issued for
     its own transfer.
     """
     cert = sock.getpeercert() or {}
-    names = {value for _kind, value in cert.get("subjectAltName", ())}
-    if name not in names:
+    names = {_canonical(value) for _kind, value in cert.get("subjectAltName", ())}
+    if _canonical(name) not in names:
         raise AuthenticationError(
             f"peer certificate is for {sorted(names)}, expected {name!r}",
             expected=name,
             presented=sorted(names),
         )
+
+
+def _canonical(name: str) -> str:
+    """IPs compared by value: OpenSSL reports IPv6 SANs uncompressed and in upper case."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
 
 
 def _context(

@@ -177,6 +177,16 @@ def test_require_peer_rejects_another_cluster_member(node1: Party, node2: Party)
     assert result.server_error.details["presented"] == ["127.0.0.2", "node2"]
 
 
+def test_require_peer_matches_ipv6_addresses_by_value(ca: ClusterCA, files: Path) -> None:
+    v6 = _party(ca, ca.issue_node_cert("node6", ["2001:db8::10"]), files, "node6")
+    node1 = _party(ca, ca.issue_node_cert("node1", ["127.0.0.1"]), files, "node1v6")
+    result = handshake(
+        node1.server(), v6.client(), "node1", lambda tls: require_peer(tls, "2001:db8:0::10")
+    )
+    assert result.server_error is None
+    assert result.server_checks == ["passed"]
+
+
 def test_transfer_certificates_connect_for_their_transfer(ca: ClusterCA, files: Path) -> None:
     sender = _party(ca, ca.issue_transfer_cert("move-42"), files, "send42")
     receiver = _party(ca, ca.issue_transfer_cert("move-42"), files, "recv42")
