@@ -101,11 +101,12 @@ def require_peer(sock: ssl.SSLSocket, name: str) -> None:
 
 
 def _canonical(name: str) -> str:
-    """IPs compared by value: OpenSSL reports IPv6 SANs uncompressed and in upper case."""
+    """IPs compared by value (OpenSSL reports IPv6 SANs uncompressed, upper case) and DNS
+    names without regard to case, as DNS itself does."""
     try:
         return str(ipaddress.ip_address(name))
     except ValueError:
-        return name
+        return name.lower()
 
 
 def _context(

@@ -191,7 +191,7 @@ def test_transfer_certificates_connect_for_their_transfer(ca: ClusterCA, files: 
     sender = _party(ca, ca.issue_transfer_cert("move-42"), files, "send42")
     receiver = _party(ca, ca.issue_transfer_cert("move-42"), files, "recv42")
     result = handshake(
-        receiver.server(), sender.client(), "move-42", lambda tls: require_peer(tls, "move-42")
+        receiver.server(), sender.client(), "move-42", lambda tls: require_peer(tls, "Move-42")
     )
     assert result.echoed == b"hello herd\n"
     assert result.server_checks == ["passed"]
