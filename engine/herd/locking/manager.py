@@ -535,7 +535,7 @@ class _Waiter:
         self.priority = priority
         self.deadline = deadline
         self.timeout = timeout
-        self.cond = threading.Condition(manager._mutex)
+        self._cond: threading.Condition | None = None
         self.cancel: CancelEvent | None = None if cancel is None else wakeable(cancel)
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -548,9 +548,17 @@ class _Waiter:
         if self._unsubscribe is not None:
             self._unsubscribe()
 
+    @property
+    def cond(self) -> threading.Condition:
+        """Created on first wait (under the mutex): most acquires never wait."""
+        if self._cond is None:
+            self._cond = threading.Condition(self.manager._mutex)
+        return self._cond
+
     def _wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+        with self.manager._mutex:
+            if self._cond is not None:
+                self._cond.notify_all()
 
     def grantable(self, lock: _Lock) -> bool:
         """Free for us right now: compatible, and nobody queued would be served first."""
@@ -560,6 +568,9 @@ class _Waiter:
 
     def take(self, lvl: _Level, lock: _Lock) -> bool:
         """Queue for one lock and wait for it; False if the lock was removed meanwhile."""
+        if not lock.queue and lock.compatible(self.shared):
+            self.manager._grant(lock, self.owner, self.shared)
+            return True
         req = _Request(self.owner, self.shared, self.priority, next(self.manager._seq), self.cond)
         bisect.insort(lock.queue, req, key=_Request.key)
         self.manager._dispatch(lock)
