@@ -1,0 +1,97 @@
+"""What every herd.cluster module does the same way: arguments, check mode, jobs, errors.
+
+A module only decides *which* ops bring the cluster to the declared state; submitting them
+(or not, in check mode), waiting, collecting the job log and turning API errors into
+``fail_json`` is done here once, so ``changed``, ``job_ids`` and error reporting behave
+identically across modules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    CONNECTION_ARGSPEC,
+    CONNECTION_CONSTRAINTS,
+    JOB_ARGSPEC,
+    HerdApiError,
+    HerdClient,
+    HerdJobFailed,
+    HerdJobTimeout,
+)
+
+
+class HerdModule:
+    """An AnsibleModule bound to a HerdClient, with the job-submission policy of the collection."""
+
+    def __init__(
+        self,
+        name: str,
+        argument_spec: dict[str, dict[str, Any]],
+        submits_jobs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        spec: dict[str, dict[str, Any]] = dict(CONNECTION_ARGSPEC)
+        if submits_jobs:
+            spec.update(JOB_ARGSPEC)
+        spec.update(argument_spec)
+        for key, groups in CONNECTION_CONSTRAINTS.items():
+            kwargs[key] = list(groups) + list(kwargs.get(key) or [])
+        self.name = name
+        self.module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
+        self.params: dict[str, Any] = self.module.params
+        self.job_ids: list[int] = []
+        self.job_log: list[dict[str, Any]] = []
+        self.changed = False
+        try:
+            self.client = HerdClient.from_params(self.params)
+        except HerdApiError as exc:
+            self.fail(exc)
+
+    def fail(self, exc: HerdApiError) -> NoReturn:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, (HerdJobFailed, HerdJobTimeout)):
+            extra["job"] = exc.job
+        self.module.fail_json(
+            msg=str(exc),
+            error=exc.to_dict(),
+            changed=self.changed,
+            job_ids=self.job_ids,
+            job_log=self.job_log,
+            **extra,
+        )
+
+    def apply(self, ops: list[dict[str, Any]], what: str) -> bool:
+        """Submit ``ops`` as one job unless in check mode; True when the job has finished.
+
+        One job per task keeps multi-step changes (add, then drain) atomic in the master's
+        queue and gives the playbook a single job id to follow.
+        """
+        if not ops:
+            return False
+        self.changed = True
+        if self.module.check_mode:
+            return False
+        reason = [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
+        job_id = self.client.submit(ops, reason)
+        self.job_ids.append(job_id)
+        if not self.params["wait"]:
+            return False
+        self.client.wait(job_id, self.params["timeout"], self.job_log.append)
+        return True
+
+    def run(self, body: Callable[[HerdModule], dict[str, Any]]) -> NoReturn:
+        """Run the module's logic; any HerdApiError becomes a clean task failure."""
+        try:
+            values = body(self)
+        except HerdApiError as exc:
+            self.fail(exc)
+        result: dict[str, Any] = {"changed": self.changed}
+        if "wait" in self.params:
+            result["job_ids"] = self.job_ids
+            result["job_log"] = self.job_log
+        result.update(values)
+        self.module.exit_json(**result)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# ansible-test only works from inside ansible_collections/<namespace>/<name>/, but this repo
+# keeps the collection at its root beside the engine. So copy the collection's own content
+# (not engine/, lab/, bench/) into a throw-away tree of that shape and run sanity there.
+# Tests chosen: those that run offline-capable in ansible-test's own virtualenvs (created
+# once with pip from PyPI, then cached under ~/.ansible/test) without --docker.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+dest="$work/ansible_collections/herd/cluster"
+mkdir -p "$dest"
+cp -a "$repo/galaxy.yml" "$repo/meta" "$repo/plugins" "$dest/"
+if [ -f "$repo/README.md" ]; then cp -a "$repo/README.md" "$dest/"; fi
+# validate-modules insists on a GPLv3 header; the collection is Apache-2.0. ansible-test reads
+# ignores per ansible-core version, so the one list is installed under this version's name.
+core="$(python3 -c 'from ansible.release import __version__ as v; print(".".join(v.split(".")[:2]))')"
+mkdir -p "$dest/tests/sanity"
+cp "$repo/tests/ansible/sanity/ignore.txt" "$dest/tests/sanity/ignore-$core.txt"
+
+tests=(
+  --test action-plugin-docs
+  --test ansible-doc
+  --test compile
+  --test empty-init
+  --test import
+  --test line-endings
+  --test no-assert
+  --test no-get-exception
+  --test no-smart-quotes
+  --test pep8
+  --test pylint
+  --test runtime-metadata
+  --test shebang
+  --test symlinks
+  --test validate-modules
+  --test yamllint
+)
+# ansible-test bootstraps pip into each venv with a get-pip script fetched from its own CI
+# file host, which this network cannot reach. Stand in for it once: a script that runs pip
+# from the pip wheel on PyPI and installs the same pinned pip.
+pip_version="$(python3 -c 'import inspect, re
+import ansible_test._internal.python_requirements as m
+print(re.search(r"pip=.([0-9.]+).", inspect.getsource(m.get_venv_packages)).group(1))')"
+cache="$HOME/.ansible/test/cache"
+get_pip="$cache/get_pip_${pip_version//./_}.py"
+if [ ! -f "$get_pip" ]; then
+  mkdir -p "$cache"
+  python3 -m pip download --quiet --no-deps --dest "$cache" "pip==$pip_version"
+  wheel="$(ls "$cache"/pip-"$pip_version"-*.whl)"
+  cat > "$get_pip" <<PY
+import sys
+sys.path.insert(0, "$wheel")
+from pip._internal.cli.main import main
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+sys.exit(main(["install", *args]))
+PY
+fi
+
+cd "$dest"
+ansible-test sanity --python 3.11 --requirements "${tests[@]}" "$@"
