@@ -146,9 +146,11 @@ class LockManager:
         _check_owner(owner)
         lvl = self._level(level)
         wanted = self._wanted(names)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValidationError("priority", priority, f"integers {MIN_PRIORITY}..{MAX_PRIORITY}")
-        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+        ):
             raise ValidationError("priority", priority, f"integers {MIN_PRIORITY}..{MAX_PRIORITY}")
         if min_count < 1 or (wanted is not None and opportunistic and min_count > len(wanted)):
             raise ValidationError("min_count", min_count, "1 up to the number of names requested")
@@ -267,7 +269,10 @@ class LockManager:
 
         ``acquire=True`` hands the new locks to ``owner`` exclusively in the same step, so
         no other job can grab a freshly created object's lock in between (which could also
-        break the owner's name order if it holds ALL and the new name sorts early).
+        break the owner's name order if it holds ALL and the new name sorts early). A job
+        must pass itself as ``owner``: that is what lets the call check lock order (and
+        skip the wait when the job already holds the set lock exclusively); without an
+        owner the call assumes a caller that holds no locks, such as master start-up.
         """
         lvl = self._mutable_level(level)
         new = self._plain_names(names)
