@@ -27,7 +27,8 @@ class HerdError(Exception):
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> HerdError:
-        cls = _KINDS.get(str(data.get("type")), HerdError)
+        kinds = {c.kind: c for c in _all_subclasses(HerdError)}
+        cls = kinds.get(str(data.get("type")), HerdError)
         err = cls.__new__(cls)
         HerdError.__init__(err, str(data.get("message", "")), **dict(data.get("details") or {}))
         return err
@@ -104,6 +105,12 @@ class NodeError(HerdError):
     http_status = 502
 
 
+class MasterUnreachableError(NodeError):
+    """No master answers on the API socket: not started yet, or running elsewhere."""
+
+    kind = "MasterUnreachableError"
+
+
 class HostKeyMismatchError(NodeError):
     """A node presented a host key other than the one pinned when it was added."""
 
@@ -139,6 +146,3 @@ def _all_subclasses(cls: type[HerdError]) -> list[type[HerdError]]:
     for sub in cls.__subclasses__():
         found.extend(_all_subclasses(sub))
     return found
-
-
-_KINDS: dict[str, type[HerdError]] = {c.kind: c for c in _all_subclasses(HerdError)}

@@ -1,0 +1,339 @@
+"""``herd``: the command line. A client only: it submits jobs and reads state.
+
+Op commands (``herd cluster init``, ``herd node add`` …) are generated from the op
+registry; the fixed commands here are the queue, config and daemon verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from herd import __version__
+from herd.api.client import Client, default_socket
+from herd.cli import output
+from herd.cli.opargs import add_op_arguments, collect_op_params
+from herd.errors import HerdError, MasterUnreachableError
+from herd.ops.base import registry
+
+LIST_COLUMNS = {
+    "nodegroups": ["name", "alloc_policy", "tags"],
+    "nodes": [
+        "name",
+        "primary_ip",
+        "secondary_ip",
+        "group_name",
+        "master_candidate",
+        "drained",
+        "offline",
+        "total_memory_mib",
+        "cpus",
+    ],
+    "instances": ["name", "primary_node_name", "disk_template", "hypervisor", "os", "admin_state"],
+}
+QUERY_NOUNS = {"group": "nodegroups", "node": "nodes", "instance": "instances"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herd", description="Ganeti-style cluster manager")
+    parser.add_argument("--version", action="version", version=f"herd {__version__}")
+    parser.add_argument("--socket", default=None, help="master API socket (env HERD_SOCKET)")
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    nouns = parser.add_subparsers(dest="noun", required=True, metavar="COMMAND")
+
+    master = nouns.add_parser("master", help="run the master daemon")
+    master.add_argument("--state-dir", default=None, help="state directory (env HERD_STATE_DIR)")
+    master.add_argument("--max-running", type=int, default=None)
+    master.add_argument("--log-level", default="INFO")
+    master.add_argument("--daemon", action="store_true", help="detach and return when ready")
+
+    subparsers: dict[str, Any] = {}
+
+    def noun_parser(noun: str, text: str) -> Any:
+        if noun not in subparsers:
+            subparsers[noun] = nouns.add_parser(noun, help=text).add_subparsers(
+                dest="verb", required=True
+            )
+        return subparsers[noun]
+
+    job = noun_parser("job", "the job queue")
+    jl = job.add_parser("list", help="list jobs, newest first")
+    jl.add_argument("--status", default=None)
+    jl.add_argument("--limit", type=int, default=50)
+    for verb, text in (
+        ("info", "show one job"),
+        ("cancel", "cancel a job not yet running"),
+        ("watch", "follow a job's log until it ends"),
+    ):
+        job.add_parser(verb, help=text).add_argument("job_id", type=int)
+
+    cfg = noun_parser("config", "whole-state backup")
+    cfg.add_parser("dump", help="print the whole state as JSON").add_argument(
+        "--file", default=None, help="write to this file (mode 0600) instead of stdout"
+    )
+    restore = cfg.add_parser("restore", help="replace the whole state from a dump file")
+    restore.add_argument("file")
+    _add_job_options(restore)
+
+    queue = noun_parser("queue", "queue settings")
+    queue.add_parser("info", help="show limits and counts")
+    qs = queue.add_parser("set", help="change limits at run time")
+    qs.add_argument("--max-running", type=int, required=True)
+
+    noun_parser("lock", "locks").add_parser("list", help="show held and wanted locks")
+
+    for op_id, cls in sorted(registry().items()):
+        noun, verb = op_id.split(".", 1)
+        if (noun, verb) in _FIXED:
+            continue
+        sub = noun_parser(noun, f"{noun} commands").add_parser(
+            verb.replace("_", "-"), help=cls.SUMMARY
+        )
+        add_op_arguments(sub, cls.PARAMS)
+        _add_job_options(sub)
+        sub.set_defaults(op_id=op_id)
+    for noun, kind in QUERY_NOUNS.items():
+        verbs = noun_parser(noun, f"{noun} commands")
+        verbs.add_parser("list", help=f"list {kind}").add_argument("names", nargs="*")
+        verbs.add_parser("info", help=f"details of {kind}").add_argument("names", nargs="*")
+    noun_parser("cluster", "cluster commands").add_parser("info", help="cluster settings")
+    return parser
+
+
+def _add_job_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--submit", action="store_true", help="print the job id and return")
+    sub.add_argument("--priority", type=int, default=None, help="-20..19; high -10, low 10")
+    sub.add_argument("--reason", default=None, help="why: recorded in the job's reason trail")
+    sub.add_argument("--timeout", type=float, default=None, help="seconds to wait for the job")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except HerdError as exc:
+        print(f"herd: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.noun == "master":
+        return _run_master(args)
+    client = Client(args.socket)
+    if getattr(args, "op_id", None):
+        params = collect_op_params(args, registry()[args.op_id].PARAMS)
+        if args.op_id == "cluster.init":
+            ensure_master(client.socket_path)
+        return _run_job(client, args, [{"op": args.op_id, **params}])
+    handler = _FIXED.get((args.noun, args.verb))
+    if handler is None:
+        raise HerdError(f"unknown command: {args.noun} {args.verb}")
+    return handler(client, args)
+
+
+def _run_job(client: Client, args: argparse.Namespace, ops: list[dict[str, Any]]) -> int:
+    reason = [["cli:herd", args.reason or " ".join(sys.argv[1:3]), time.time()]]
+    job_id = client.submit(ops, priority=args.priority, reason=reason)
+    if args.submit:
+        print(job_id)
+        return 0
+    progress = output.Progress()
+    print(f"job {job_id} submitted", file=sys.stderr)
+    try:
+        doc = client.wait(job_id, args.timeout, on_log=progress)
+    finally:
+        progress.close()
+    result = doc["ops"][-1]["result"]
+    if doc["status"] != "success":
+        err = doc.get("error") or {"message": doc["status"]}
+        print(f"herd: job {job_id} {doc['status']}: {err.get('message')}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        output.emit_json(result)
+    elif isinstance(result, dict):
+        output.key_values(result)
+    elif result is not None:
+        print(output.fmt(result))
+    return 0
+
+
+def _run_master(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or os.environ.get("HERD_STATE_DIR", "/var/lib/herd")
+    socket_path = args.socket or default_socket()
+    if args.daemon:
+        start_master_background(socket_path, state_dir)
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from herd.master.daemon import Master
+
+    Master(state_dir, socket_path, max_running=args.max_running).serve()
+    return 0
+
+
+def start_master_background(socket_path: str, state_dir: str, wait: float = 15.0) -> None:
+    """Start ``herd master`` detached, log to the state dir, return once it answers."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    logfile = open(Path(state_dir) / "master.log", "ab")  # noqa: SIM115 - handed to the child
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "herd.cli.main",
+            "--socket",
+            socket_path,
+            "master",
+            "--state-dir",
+            state_dir,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=logfile,
+        stderr=logfile,
+        start_new_session=True,
+    )
+    logfile.close()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with Client(socket_path, timeout=2) as c:
+                c.info()
+            return
+        except MasterUnreachableError:
+            time.sleep(0.05)
+    raise HerdError(f"the master did not come up within {wait:g} s; see {state_dir}/master.log")
+
+
+def ensure_master(socket_path: str) -> None:
+    try:
+        with Client(socket_path, timeout=5) as c:
+            c.info()
+    except MasterUnreachableError:
+        start_master_background(socket_path, os.environ.get("HERD_STATE_DIR", "/var/lib/herd"))
+
+
+def _job_list(client: Client, args: argparse.Namespace) -> int:
+    items = client.jobs(args.status, args.limit)
+    if args.output == "json":
+        output.emit_json(items)
+    else:
+        output.table(items, ["id", "status", "priority", "summary", "received_at", "ended_at"])
+    return 0
+
+
+def _job_info(client: Client, args: argparse.Namespace) -> int:
+    doc = client.job(args.job_id)
+    if args.output == "json":
+        output.emit_json(doc)
+        return 0
+    log_lines = doc.pop("log", [])
+    output.key_values({k: v for k, v in doc.items() if k != "ops"})
+    for i, op in enumerate(doc["ops"]):
+        print(f"op {i}: {op['op']} {op['status']}")
+        output.key_values(
+            {"params": op["params"], "result": op["result"], "error": op["error"]}, indent="  "
+        )
+    for entry in log_lines:
+        output.Progress(sys.stdout)(entry | {"type": "message"})
+    return 0
+
+
+def _job_cancel(client: Client, args: argparse.Namespace) -> int:
+    result = client.cancel(args.job_id)
+    print(f"job {result['id']}: {result['status']}")
+    return 0
+
+
+def _job_watch(client: Client, args: argparse.Namespace) -> int:
+    progress = output.Progress(sys.stdout)
+    doc = client.wait(args.job_id, None, on_log=progress)
+    progress.close()
+    print(f"job {args.job_id}: {doc['status']}")
+    return 0 if doc["status"] == "success" else 1
+
+
+def _config_dump(client: Client, args: argparse.Namespace) -> int:
+    data = client.dump()
+    if args.file:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+    else:
+        output.emit_json(data)
+    return 0
+
+
+def _config_restore(client: Client, args: argparse.Namespace) -> int:
+    with open(args.file) as f:
+        data = json.load(f)
+    return _run_job(client, args, [{"op": "config.restore", "data": data}])
+
+
+def _queue_info(client: Client, args: argparse.Namespace) -> int:
+    doc = client.queue()
+    output.emit_json(doc) if args.output == "json" else output.key_values(doc)
+    return 0
+
+
+def _queue_set(client: Client, args: argparse.Namespace) -> int:
+    doc = client.set_queue(args.max_running)
+    output.emit_json(doc) if args.output == "json" else output.key_values(doc)
+    return 0
+
+
+def _lock_list(client: Client, args: argparse.Namespace) -> int:
+    items = client.locks()
+    if args.output == "json":
+        output.emit_json(items)
+    else:
+        output.table(items, ["level", "name", "mode", "holders", "pending"])
+    return 0
+
+
+def _query(client: Client, args: argparse.Namespace) -> int:
+    kind = QUERY_NOUNS[args.noun]
+    items = client.query(kind, args.names or None)
+    if args.output == "json" or args.verb == "info":
+        if args.output == "json":
+            output.emit_json(items)
+        else:
+            for item in items:
+                output.key_values(item)
+                print()
+    else:
+        output.table(items, LIST_COLUMNS[kind])
+    return 0
+
+
+def _cluster_info(client: Client, args: argparse.Namespace) -> int:
+    doc = client.query("cluster")
+    output.emit_json(doc) if args.output == "json" else output.key_values(doc)
+    return 0
+
+
+_FIXED = {
+    ("job", "list"): _job_list,
+    ("job", "info"): _job_info,
+    ("job", "cancel"): _job_cancel,
+    ("job", "watch"): _job_watch,
+    ("config", "dump"): _config_dump,
+    ("config", "restore"): _config_restore,
+    ("queue", "info"): _queue_info,
+    ("queue", "set"): _queue_set,
+    ("lock", "list"): _lock_list,
+    ("cluster", "info"): _cluster_info,
+    **{(noun, verb): _query for noun in QUERY_NOUNS for verb in ("list", "info")},
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

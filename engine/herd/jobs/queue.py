@@ -1,0 +1,502 @@
+"""The persistent job queue: submit, schedule by priority, run on a worker pool.
+
+Clients get a job id at once; workers pick the runnable job with the best (aged)
+priority whose dependencies are done and whose rate-limit labels have room. Every state
+change is written to the job database before anyone can observe it, so a master that
+dies loses nothing it has acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from herd.errors import ConflictError, HerdError, NotFoundError, ValidationError
+from herd.jobs import job as J
+from herd.jobs.db import JobDB
+from herd.jobs.job import Job, OpState
+from herd.ops.base import Op, registry
+from herd.ops.params import Param
+
+log = logging.getLogger(__name__)
+
+PRIORITY = Param("priority", int, default=J.PRIO_NORMAL, minimum=J.PRIO_MIN, maximum=J.PRIO_MAX)
+DEFAULT_MAX_RUNNING = 20
+AGING_SECONDS = 30.0
+
+JobRunner = Callable[[Job, threading.Event, "JobQueue"], None]
+
+
+class JobQueue:
+    """Owns the job table, the worker threads and the notifications long polls wait on."""
+
+    def __init__(
+        self,
+        db: JobDB,
+        runner: JobRunner,
+        *,
+        max_running: int | None = None,
+        aging_seconds: float = AGING_SECONDS,
+    ) -> None:
+        self._db = db
+        self._runner = runner
+        self._aging = aging_seconds
+        self._cond = threading.Condition()
+        self._queued: dict[int, Job] = {}
+        self._active: dict[int, Job] = {}
+        self._status: dict[int, str] = dict(db.list_ids())
+        self._cancel: dict[int, threading.Event] = {}
+        self._next_id = db.next_id()
+        self._workers: dict[int, threading.Thread] = {}
+        self._stopping = False
+        stored = db.get_setting("max_running")
+        self._max_running = max_running or (int(stored) if stored else DEFAULT_MAX_RUNNING)
+        self._ops = registry()
+        self._recover()
+
+    # ---- start-up and shutdown -------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Jobs that were mid-flight when the master died are failed, never re-run:
+        their ops may have half-acted, and the locks they held died with the process."""
+        now = time.time()
+        for job in self._db.load_where_status((J.WAITING, J.RUNNING, J.CANCELING)):
+            job.log_serial = self._db.last_log_serial(job.id)
+            interrupted = job.status != J.CANCELING
+            if interrupted:
+                job.error = HerdError(
+                    "the master restarted while this job was "
+                    f"{'running' if job.status == J.RUNNING else 'waiting for locks'};"
+                    " its locks were released"
+                ).to_dict()
+            job.status = J.ERROR if interrupted else J.CANCELED
+            job.ended_at = now
+            for op in job.ops:
+                if op.status not in J.FINAL:
+                    op.status = job.status
+                    op.error = job.error
+            self._append_log_locked(job, "master restarted: job marked " + job.status, "error")
+            self._db.save(job)
+            self._status[job.id] = job.status
+        for job in self._db.load_where_status((J.QUEUED,)):
+            self._queued[job.id] = job
+
+    def start(self) -> None:
+        with self._cond:
+            self._resize_locked()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop picking jobs, ask running ones to stop at their next cancel check, wait."""
+        with self._cond:
+            self._stopping = True
+            for ev in self._cancel.values():
+                ev.set()
+            self._cond.notify_all()
+            workers = list(self._workers.values())
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+
+    # ---- submission --------------------------------------------------------------------
+
+    def validate_ops(self, ops: Any) -> list[OpState]:
+        """Build and validate every op before anything is stored: all or nothing."""
+        if not isinstance(ops, list) or not ops:
+            raise ValidationError("ops", ops, "a non-empty list of {'op': NAME, ...params}")
+        states = []
+        for i, raw in enumerate(ops):
+            if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
+                raise ValidationError(f"ops[{i}].op", raw, "an op name: " + ", ".join(self._ops))
+            name = raw["op"]
+            cls = self._ops.get(name)
+            if cls is None:
+                raise ValidationError(
+                    f"ops[{i}].op", name, "one of " + ", ".join(sorted(self._ops))
+                )
+            params = {k: v for k, v in raw.items() if k != "op"}
+            try:
+                op = cls(params)
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"ops[{i}].{exc.details['field']}",
+                    exc.details["value"],
+                    exc.details["allowed"],
+                    message=f"op '{name}': {exc.message}",
+                ) from None
+            states.append(OpState(op=name, params=op.params))
+        return states
+
+    def submit_many(
+        self,
+        specs: list[dict[str, Any]],
+        inherit_reason: list[list[Any]] | None = None,
+    ) -> list[int]:
+        """Submit several jobs atomically; ``depends`` may name earlier ones by -1, -2 …"""
+        now = time.time()
+        jobs: list[Job] = []
+        with self._cond:
+            if self._stopping:
+                raise HerdError("the master is shutting down")
+            for idx, spec in enumerate(specs):
+                prefix = f"jobs[{idx}]." if len(specs) > 1 else ""
+                if not isinstance(spec, dict):
+                    raise ValidationError(prefix.rstrip(".") or "job", spec, "a job object")
+                unknown = set(spec) - {"ops", "priority", "reason", "depends"}
+                if unknown:
+                    field = sorted(unknown)[0]
+                    raise ValidationError(
+                        prefix + field, spec[field], "fields ops, priority, reason, depends"
+                    )
+                ops = self.validate_ops(spec.get("ops"))
+                prio = PRIORITY.validate(spec.get("priority", J.PRIO_NORMAL), prefix)
+                reason = list(inherit_reason or []) + self._check_reason(
+                    spec.get("reason", []), prefix, now
+                )
+                depends = self._check_depends(
+                    spec.get("depends", []), prefix, self._next_id + idx, [j.id for j in jobs]
+                )
+                jobs.append(
+                    Job(
+                        id=self._next_id + idx,
+                        ops=ops,
+                        priority=prio,
+                        reason=reason,
+                        depends=depends,
+                        received_at=now,
+                    )
+                )
+            self._db.save_many(jobs)
+            self._next_id += len(jobs)
+            for job in jobs:
+                self._queued[job.id] = job
+                self._status[job.id] = job.status
+            self._cond.notify_all()
+        return [j.id for j in jobs]
+
+    def submit(self, spec: dict[str, Any]) -> int:
+        return self.submit_many([spec])[0]
+
+    @staticmethod
+    def _check_reason(reason: Any, prefix: str, now: float) -> list[list[Any]]:
+        allowed = "a list of [source, reason] or [source, reason, timestamp] entries"
+        if not isinstance(reason, list):
+            raise ValidationError(prefix + "reason", reason, allowed)
+        out = []
+        for entry in reason:
+            if (
+                not isinstance(entry, list)
+                or len(entry) not in (2, 3)
+                or not all(isinstance(x, str) for x in entry[:2])
+                or (len(entry) == 3 and not _is_number(entry[2]))
+            ):
+                raise ValidationError(prefix + "reason", entry, allowed)
+            out.append([entry[0], entry[1], float(entry[2]) if len(entry) == 3 else now])
+        return out
+
+    def _check_depends(
+        self, depends: Any, prefix: str, own_id: int, batch: list[int]
+    ) -> list[list[Any]]:
+        allowed = (
+            "a list of [job_id, [final statuses]]; negative ids name earlier jobs of "
+            "the same submission"
+        )
+        if not isinstance(depends, list):
+            raise ValidationError(prefix + "depends", depends, allowed)
+        out = []
+        for entry in depends:
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 2
+                or isinstance(entry[0], bool)
+                or not isinstance(entry[0], int)
+                or not isinstance(entry[1], list)
+                or not all(isinstance(s, str) and s in J.FINAL for s in entry[1])
+            ):
+                raise ValidationError(prefix + "depends", entry, allowed)
+            dep = entry[0]
+            if dep < 0:
+                if -dep > len(batch):
+                    raise ValidationError(prefix + "depends", entry, allowed)
+                dep = batch[dep]
+            elif dep not in self._status or dep >= own_id:
+                raise ValidationError(prefix + "depends", entry, "the id of an existing job")
+            out.append([dep, sorted(entry[1]) or [J.SUCCESS]])
+        return out
+
+    # ---- queries -----------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        with self._cond:
+            job = self._active.get(job_id) or self._queued.get(job_id)
+            if job is not None:
+                return Job.from_dict(job.to_dict())
+        stored = self._db.load(job_id)
+        if stored is None:
+            raise NotFoundError(f"job {job_id} does not exist", job_id=job_id)
+        return stored
+
+    def view(self, job_id: int, log_since: int | None = 0) -> dict[str, Any]:
+        doc = self.get(job_id).to_dict()
+        if log_since is not None:
+            doc["log"] = self._db.read_log(job_id, log_since)
+        return doc
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        if status is not None and status not in J.STATUSES:
+            raise ValidationError("status", status, "one of " + ", ".join(J.STATUSES))
+        out = []
+        for job_id, _ in self._db.list_ids(status, limit):
+            job = self.get(job_id)
+            out.append(
+                {
+                    "id": job.id,
+                    "status": job.status,
+                    "priority": job.priority,
+                    "summary": job.summary(),
+                    "received_at": job.received_at,
+                    "started_at": job.started_at,
+                    "ended_at": job.ended_at,
+                }
+            )
+        return out
+
+    def wait(
+        self, job_id: int, log_since: int, timeout: float, known_status: str | None = None
+    ) -> dict[str, Any]:
+        """Long poll: return as soon as the status differs from ``known_status`` or a log
+        line newer than ``log_since`` exists, or when ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                job = self._active.get(job_id) or self._queued.get(job_id)
+                if job is None:
+                    break
+                changed = known_status is not None and job.status != known_status
+                if changed or job.log_serial > log_since or job.final:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        return self.view(job_id, log_since)
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            counts = {s: 0 for s in J.STATUSES}
+            for s in self._status.values():
+                counts[s] += 1
+            return counts
+
+    @property
+    def max_running(self) -> int:
+        return self._max_running
+
+    def set_max_running(self, value: Any) -> None:
+        value = Param("max_running", int, minimum=1, maximum=1000).validate(value)
+        with self._cond:
+            self._max_running = value
+            self._db.set_setting("max_running", str(value))
+            self._resize_locked()
+            self._cond.notify_all()
+
+    # ---- cancel ------------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        with self._cond:
+            job = self._queued.get(job_id) or self._active.get(job_id)
+            if job is None:
+                status = self.get(job_id).status
+                raise ConflictError(
+                    f"job {job_id} has already finished ({status})", job_id=job_id, status=status
+                )
+            if job.status not in J.CANCELABLE:
+                raise ConflictError(
+                    f"job {job_id} is {job.status} and can no longer be canceled",
+                    job_id=job_id,
+                    status=job.status,
+                )
+            self._append_log_locked(job, "cancel requested", "message")
+            if self._queued.pop(job_id, None) is not None:
+                self._finish_locked(job, J.CANCELED, None)
+            else:
+                # Picked by a worker (maybe not yet marked waiting): the runner sees the
+                # event at its next lock wait or at the switch to running, whichever is first.
+                job.status = J.CANCELING
+                self._cancel[job_id].set()
+                self._save_locked(job)
+                self._cond.notify_all()
+            return {"id": job_id, "status": job.status}
+
+    # ---- what the runner calls -----------------------------------------------------------
+
+    def log(
+        self, job_id: int, message: str, kind: str = "message", data: dict[str, Any] | None = None
+    ) -> None:
+        with self._cond:
+            job = self._active[job_id]
+            self._append_log_locked(job, message, kind, data)
+            self._cond.notify_all()
+
+    def _append_log_locked(
+        self, job: Job, message: str, kind: str, data: dict[str, Any] | None = None
+    ) -> None:
+        job.log_serial += 1
+        self._db.append_log(job.id, job.log_serial, kind, message, data)
+
+    def set_status(
+        self,
+        job: Job,
+        status: str,
+        op_index: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Move a job (and optionally one op) forward. Returns False if a cancel request
+        arrived first: the switch to running and a cancel must not both win."""
+        with self._cond:
+            if status == J.RUNNING and cancel is not None and cancel.is_set():
+                return False
+            now = time.time()
+            if job.started_at is None and status in (J.WAITING, J.RUNNING):
+                job.started_at = now
+            if job.status != J.CANCELING or status != J.WAITING:
+                job.status = status
+            if op_index is not None:
+                op = job.ops[op_index]
+                op.status = status
+                if status in (J.WAITING, J.RUNNING) and op.started_at is None:
+                    op.started_at = now
+            self._save_locked(job)
+            self._cond.notify_all()
+            return True
+
+    def op_done(
+        self,
+        job: Job,
+        index: int,
+        status: str,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        with self._cond:
+            status, error = self._unless_shutdown(job, status, error)
+            op = job.ops[index]
+            op.status, op.result, op.error, op.ended_at = status, result, error, time.time()
+            self._save_locked(job)
+            self._cond.notify_all()
+
+    def _save_locked(self, job: Job) -> None:
+        self._db.save(job)
+        self._status[job.id] = job.status
+
+    def _unless_shutdown(
+        self, job: Job, status: str, error: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A job that ``stop()`` interrupted was not canceled by anyone: like a job cut off
+        by a crash it ends in error, so 'canceled' always means a user asked for it."""
+        if status == J.CANCELED and self._stopping and job.status in (J.WAITING, J.RUNNING):
+            return J.ERROR, HerdError(
+                f"the master shut down while this job was {job.status}"
+            ).to_dict()
+        return status, error
+
+    def _finish_locked(self, job: Job, status: str, error: dict[str, Any] | None) -> None:
+        status, error = self._unless_shutdown(job, status, error)
+        job.status, job.error, job.ended_at = status, error, time.time()
+        for op in job.ops:
+            if op.status not in J.FINAL:
+                op.status = status if status == J.CANCELED else J.ERROR
+                op.error = op.error or error
+        self._save_locked(job)
+        self._active.pop(job.id, None)
+        self._cancel.pop(job.id, None)
+        self._cond.notify_all()
+
+    # ---- scheduling --------------------------------------------------------------------
+
+    def _resize_locked(self) -> None:
+        for slot in range(self._max_running):
+            worker = self._workers.get(slot)
+            if worker is None or not worker.is_alive():
+                t = threading.Thread(
+                    target=self._worker, args=(slot,), daemon=True, name=f"herd-worker-{slot}"
+                )
+                self._workers[slot] = t
+                t.start()
+
+    def _pick_locked(self) -> Job | None:
+        """Best aged priority first, then oldest; skips jobs blocked by deps or rate limits."""
+        now = time.time()
+        running_labels: dict[str, int] = {}
+        for active in self._active.values():
+            for label, _ in active.rate_limits():
+                running_labels[label] = running_labels.get(label, 0) + 1
+        best: tuple[int, int] | None = None
+        chosen: Job | None = None
+        for job in list(self._queued.values()):
+            blocked, failed = self._deps_state(job)
+            if failed:
+                self._queued.pop(job.id)
+                self._active[job.id] = job
+                self._append_log_locked(job, failed, "error")
+                self._finish_locked(job, J.ERROR, HerdError(failed).to_dict())
+                continue
+            if blocked:
+                continue
+            if any(running_labels.get(label, 0) >= limit for label, limit in job.rate_limits()):
+                continue
+            key = (job.effective_priority(now, self._aging), job.id)
+            if best is None or key < best:
+                best, chosen = key, job
+        return chosen
+
+    def _deps_state(self, job: Job) -> tuple[bool, str | None]:
+        for dep_id, allowed in job.depends:
+            status = self._status.get(dep_id)
+            if status not in J.FINAL:
+                return True, None
+            if status not in allowed:
+                return False, (
+                    f"dependency job {dep_id} ended as {status}, "
+                    f"this job needed {'/'.join(allowed)}"
+                )
+        return False, None
+
+    def _worker(self, slot: int) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping or slot >= self._max_running:
+                        self._workers.pop(slot, None)
+                        return
+                    job = self._pick_locked()
+                    if job is not None:
+                        break
+                    # Aging and dependency changes are re-evaluated at least this often.
+                    self._cond.wait(5.0)
+                self._queued.pop(job.id)
+                self._active[job.id] = job
+                cancel = threading.Event()
+                self._cancel[job.id] = cancel
+            try:
+                self._runner(job, cancel, self)
+            except Exception as exc:
+                log.exception("job %s: runner failed", job.id)
+                with self._cond:
+                    self._append_log_locked(job, f"internal error: {exc!r}", "error")
+                    self._finish_locked(
+                        job, J.ERROR, HerdError(f"internal error: {exc!r}").to_dict()
+                    )
+
+    def finish(self, job: Job, status: str, error: dict[str, Any] | None = None) -> None:
+        with self._cond:
+            self._finish_locked(job, status, error)
+
+    def op_class(self, name: str) -> type[Op]:
+        return self._ops[name]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,142 @@
+"""Runs one job: for each op, take its locks level by level, check, run, roll back on error.
+
+This is where the layers meet, and the only place that knows the order they meet in:
+locks before prerequisites, prerequisites before changes, undo before the error is
+reported, every lock given back whatever happened.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any
+
+from herd.config.store import Store
+from herd.errors import CanceledError, HerdError
+from herd.jobs import job as J
+from herd.jobs.job import Job
+from herd.jobs.queue import JobQueue
+from herd.locking import ALL, LEVELS, LockManager, acquire_with_backoff
+from herd.ops.base import ALL_LOCKS, LockSpec, OpContext
+
+
+class JobRunner:
+    """Callable handed to the queue; holds the shared services every op needs."""
+
+    def __init__(self, store: Store, locks: LockManager, services: Any = None) -> None:
+        self.store = store
+        self.locks = locks
+        self.services = services
+
+    def __call__(self, job: Job, cancel: threading.Event, queue: JobQueue) -> None:
+        owner = f"job-{job.id}"
+        try:
+            for index, state in enumerate(job.ops):
+                error = self._run_op(job, index, state.params, cancel, queue, owner)
+                if error is not None:
+                    status = J.CANCELED if error["type"] == CanceledError.kind else J.ERROR
+                    queue.finish(job, status, error)
+                    return
+            queue.finish(job, J.SUCCESS)
+        finally:
+            self.locks.release_all(owner)
+
+    def _run_op(
+        self,
+        job: Job,
+        index: int,
+        params: dict[str, Any],
+        cancel: threading.Event,
+        queue: JobQueue,
+        owner: str,
+    ) -> dict[str, Any] | None:
+        op = queue.op_class(job.ops[index].op)(params)
+
+        def log(message: str, kind: str, data: dict[str, Any] | None) -> None:
+            queue.log(job.id, message, kind, data)
+
+        def submit(specs: list[dict[str, Any]]) -> list[int]:
+            trail = [*job.reason, ["herd:job", f"spawned by job {job.id}", time.time()]]
+            return queue.submit_many(specs, inherit_reason=trail)
+
+        ctx = OpContext(
+            store=self.store,
+            locks=self.locks,
+            owner=owner,
+            log_fn=log,
+            cancel=cancel,
+            services=self.services,
+            submit_fn=submit,
+        )
+        queue.set_status(job, J.WAITING, index)
+        try:
+            for level in LEVELS:
+                spec = op.declare_locks(level, ctx)
+                if spec is not None:
+                    self._acquire(owner, level, spec, job, cancel, ctx)
+            if not queue.set_status(job, J.RUNNING, index, cancel):
+                raise CanceledError(f"job {job.id} was canceled while waiting for locks")
+            op.check(ctx)
+            result = op.run(ctx)
+            ctx.forget_undo()
+        except HerdError as exc:
+            return self._fail(job, index, queue, ctx, exc.to_dict())
+        except Exception as exc:  # noqa: BLE001 - report a bug as a job error, never a hang
+            log(traceback.format_exc(), "error", None)
+            return self._fail(
+                job,
+                index,
+                queue,
+                ctx,
+                HerdError(f"internal error in {op.OP_ID}: {exc!r}").to_dict(),
+            )
+        finally:
+            self.locks.release_all(owner)
+        queue.op_done(job, index, J.SUCCESS, result)
+        return None
+
+    def _acquire(
+        self,
+        owner: str,
+        level: str,
+        spec: LockSpec,
+        job: Job,
+        cancel: threading.Event,
+        ctx: OpContext,
+    ) -> None:
+        names: Any = ALL if spec.names == ALL_LOCKS else list(spec.names)
+        if spec.opportunistic:
+            got = self.locks.acquire(
+                owner,
+                level,
+                names,
+                shared=spec.shared,
+                priority=job.priority,
+                opportunistic=True,
+                min_count=spec.min_count,
+                cancel=cancel,
+            )
+            ctx.log(f"opportunistic {level} locks: got {', '.join(sorted(got)) or 'none'}")
+        else:
+            acquire_with_backoff(
+                self.locks,
+                owner,
+                level,
+                names,
+                shared=spec.shared,
+                priority=job.priority,
+                cancel=cancel,
+            )
+
+    @staticmethod
+    def _fail(
+        job: Job, index: int, queue: JobQueue, ctx: OpContext, error: dict[str, Any]
+    ) -> dict[str, Any]:
+        problems = ctx.run_undo()
+        if problems:
+            error = {**error, "details": {**error.get("details", {}), "rollback_failed": problems}}
+        queue.log(job.id, f"{job.ops[index].op} failed: {error['message']}", "error")
+        status = J.CANCELED if error["type"] == CanceledError.kind else J.ERROR
+        queue.op_done(job, index, status, None, error)
+        return error

@@ -1,0 +1,149 @@
+"""What every operation is made of: parameters, declared locks, prerequisites, a body.
+
+An op never touches a node itself (it asks ``ctx.rpc``), never takes a lock it did not
+declare, and registers the undo step for anything it creates *before* creating it, so
+that a failure anywhere leaves the cluster as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from herd.config.store import Store
+from herd.errors import CanceledError, HerdError
+from herd.ops.params import Param, validate_params
+
+#: Sentinel meaning "every lock of this level" (mirrors herd.locking.ALL without importing
+#: the lock manager into op definitions).
+ALL_LOCKS = "__all__"
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """The locks an op wants at one level."""
+
+    names: tuple[str, ...] | str
+    shared: bool = False
+    opportunistic: bool = False
+    min_count: int = 1
+
+
+class Locks(Protocol):
+    """The part of the lock manager an op may use while it runs."""
+
+    def register(self, level: str, names: Iterable[str], owner: str | None = None) -> None: ...
+
+    def unregister(self, level: str, names: Iterable[str], owner: str | None = None) -> None: ...
+
+    def release(self, owner: str, level: str, names: Iterable[str] | None = None) -> None: ...
+
+    def owned(self, owner: str) -> dict[str, dict[str, str]]: ...
+
+
+@dataclass
+class OpContext:
+    """Everything an op may reach while it runs, and nothing more."""
+
+    store: Store
+    locks: Locks
+    owner: str
+    log_fn: Callable[[str, str, dict[str, Any] | None], None]
+    cancel: threading.Event
+    services: Any = None
+    submit_fn: Callable[[list[dict[str, Any]]], list[int]] | None = None
+    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def log(self, message: str, kind: str = "message", data: dict[str, Any] | None = None) -> None:
+        self.log_fn(message, kind, data)
+
+    def progress(self, message: str, **data: Any) -> None:
+        self.log_fn(message, "progress", data)
+
+    def undo(self, what: str, fn: Callable[[], None]) -> None:
+        """Register a rollback step; call it *before* doing the thing it undoes."""
+        self._undo.append((what, fn))
+
+    def forget_undo(self) -> None:
+        """Drop the chain once the op has committed its result."""
+        self._undo.clear()
+
+    def run_undo(self) -> list[str]:
+        """Run the chain newest first; every step runs even if an earlier one fails."""
+        problems: list[str] = []
+        while self._undo:
+            what, fn = self._undo.pop()
+            self.log(f"rollback: {what}")
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a failing undo must not stop the others
+                problems.append(f"{what}: {exc}")
+                self.log(f"rollback step failed: {what}: {exc}", "error")
+        return problems
+
+    def owned(self, level: str) -> set[str]:
+        return set(self.locks.owned(self.owner).get(level, {}))
+
+    def release_locks(self, level: str, names: Iterable[str] | None = None) -> None:
+        """Give locks back early once the op no longer needs them (Ganeti's lock reduction)."""
+        self.locks.release(self.owner, level, None if names is None else list(names))
+
+    def submit_jobs(self, jobs: list[dict[str, Any]]) -> list[int]:
+        """Spawn follow-up jobs; they inherit this job's reason trail."""
+        if self.submit_fn is None:
+            raise HerdError("this context cannot submit jobs")
+        return self.submit_fn(jobs)
+
+    def check_cancel(self) -> None:
+        """Long loops call this so a shutdown can stop them between steps."""
+        if self.cancel.is_set():
+            raise CanceledError("operation interrupted")
+
+
+class Op:
+    """Base class. Subclasses set OP_ID, SUMMARY, PARAMS and override the hooks."""
+
+    OP_ID: ClassVar[str] = ""
+    SUMMARY: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+    #: Ops that change cluster-wide settings take the cluster lock exclusively; all
+    #: others share it, so they can run side by side.
+    CLUSTER_LOCK_SHARED: ClassVar[bool] = True
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = validate_params(self.PARAMS, params, op_id=self.OP_ID)
+        self.started = time.time()
+
+    def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
+        """Locks wanted at ``level``; called level by level, after the levels before it
+        are held, so an op can lock an instance and then exactly that instance's nodes."""
+        if level == "cluster":
+            return LockSpec(("cluster",), shared=self.CLUSTER_LOCK_SHARED)
+        return None
+
+    def check(self, ctx: OpContext) -> None:
+        """Prerequisites, checked with all locks held; must not change anything."""
+
+    def run(self, ctx: OpContext) -> Any:
+        """Do the work and return a JSON-able result."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Class decorator adding an op to the registry under its OP_ID."""
+    if not cls.OP_ID or cls.OP_ID in _REGISTRY:
+        raise ValueError(f"op id missing or registered twice: {cls.OP_ID!r}")
+    _REGISTRY[cls.OP_ID] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Op]]:
+    from herd.ops import catalog  # noqa: F401 - importing the catalog registers every op
+
+    return dict(_REGISTRY)

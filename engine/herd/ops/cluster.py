@@ -1,0 +1,310 @@
+"""Cluster-wide ops: init, modify, verify, destroy (``gnt-cluster`` in the seeds)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from typing import Any
+
+import herd
+from herd.config.model import Cluster, Node, NodeGroup
+from herd.crypto.ca import ClusterCA
+from herd.crypto.secrets import generate_domain_secret, save_domain_secret
+from herd.crypto.sshkeys import generate_ssh_key
+from herd.errors import ConflictError, PrerequisiteError, ValidationError
+from herd.master.services import DOMAIN_SECRET_FILE
+from herd.ops import nodejoin
+from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
+from herd.ops.params import Param, check_name, check_port_range
+
+HYPERVISORS = ("kvm", "fake")
+DISK_TEMPLATES = ("file", "plain", "drbd")
+BUILTIN_COMPRESSION = ("none", "gzip", "gzip-fast", "gzip-slow", "lzop", "zstd", "zstd-fast", "lz4")
+DEFAULT_GROUP = "default"
+MAX_CLOCK_SKEW = 5.0
+
+
+def _check_tools(value: list[str]) -> str | None:
+    for tool in value:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tool):
+            return "tool names of letters, digits, '-' and '_'"
+    return None
+
+
+def _check_mac_prefix(value: str) -> str | None:
+    if re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", value):
+        return None
+    return "three lower-case hex octets 'aa:bb:cc'"
+
+
+def _nonempty(value: list[str]) -> str | None:
+    return None if value else "a non-empty list"
+
+
+#: Settings shared by init and modify. Defaults are None: "not given" keeps the current
+#: value (modify) or the model's default (init), so the two ops cannot drift apart.
+SETTINGS = (
+    Param(
+        "enabled_hypervisors",
+        list,
+        choices=HYPERVISORS,
+        check=_nonempty,
+        doc="hypervisors instances may use",
+    ),
+    Param(
+        "enabled_disk_templates",
+        list,
+        choices=DISK_TEMPLATES,
+        check=_nonempty,
+        doc="disk templates instances may use",
+    ),
+    Param("hvparams", dict, doc="hypervisor parameters per hypervisor"),
+    Param("beparams", dict, doc="backend parameters (memory, vcpus …)"),
+    Param("ndparams", dict, doc="node parameters"),
+    Param("diskparams", dict, doc="disk parameters per template"),
+    Param("nicparams", dict, doc="NIC parameters (mode, link)"),
+    Param("file_storage_dir", str, doc="directory of file-backed disks on the nodes"),
+    Param(
+        "compression_tools",
+        list,
+        item_type=str,
+        check=_check_tools,
+        doc="compression tools allowed in moves, built-in or custom scripts",
+    ),
+    Param("drbd_port_range", str, check=check_port_range, doc="TCP ports for DRBD"),
+    Param("mac_prefix", str, check=_check_mac_prefix, doc="prefix of generated MACs"),
+    Param(
+        "candidate_pool_size", int, minimum=1, maximum=100, doc="how many master candidates to keep"
+    ),
+    Param("max_running_jobs", int, minimum=1, maximum=1000, doc="jobs running at once"),
+    Param("tags", list, item_type=str, doc="cluster tags"),
+)
+
+
+def _setting_value(name: str, value: Any) -> Any:
+    if name == "drbd_port_range":
+        first, last = value.split("-")
+        return (int(first), int(last))
+    return value
+
+
+def cluster_of(ctx: OpContext) -> Cluster:
+    clusters = ctx.store.list("cluster")
+    if not clusters:
+        raise PrerequisiteError("the cluster is not initialised: run 'herd cluster init'")
+    return clusters[0]
+
+
+@register
+class ClusterInit(Op):
+    OP_ID = "cluster.init"
+    SUMMARY = "Create the cluster: keys, CA, default group and the master node"
+    CLUSTER_LOCK_SHARED = False
+    PARAMS = (
+        Param(
+            "name", str, required=True, check=check_name, cli_positional=True, doc="cluster name"
+        ),
+        Param(
+            "master_node",
+            str,
+            required=True,
+            check=check_name,
+            doc="name of the first node, the master",
+        ),
+        *nodejoin.JOIN_PARAMS,
+        *SETTINGS,
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        if ctx.store.list("cluster"):
+            raise ConflictError(f"a cluster already exists here: {cluster_of(ctx).name}")
+
+    def run(self, ctx: OpContext) -> Any:
+        p = self.params
+        services = ctx.services
+        crypto = services.crypto_dir
+        ctx.undo("remove the cluster's keys and CA", lambda: shutil.rmtree(crypto, True))
+        crypto.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ca = ClusterCA.create(p["name"])
+        ca.save(crypto)
+        key_line = generate_ssh_key(services.ssh_key_path, comment=f"herd@{p['name']}")
+        secret = generate_domain_secret()
+        save_domain_secret(crypto / DOMAIN_SECRET_FILE, secret)
+        services.reset_rpc()
+        ctx.undo("drop connections made with the new key", services.reset_rpc)
+        ctx.log(f"cluster {p['name']}: created CA, SSH key and domain secret")
+
+        cluster = Cluster(
+            name=p["name"],
+            master_node=p["master_node"],
+            domain_secret=secret,
+            ssh_public_key=key_line,
+            ca_cert_pem=ca.cert_pem.decode(),
+        )
+        for param in SETTINGS:
+            if p[param.name] is not None:
+                setattr(cluster, param.name, _setting_value(param.name, p[param.name]))
+        group = NodeGroup(name=DEFAULT_GROUP)
+        primary_ip = nodejoin.resolve_ip(p["master_node"], p["primary_ip"])
+        node = Node(
+            name=p["master_node"],
+            primary_ip=primary_ip,
+            secondary_ip=p["secondary_ip"] or primary_ip,
+            ssh_port=p["ssh_port"],
+            group=group.uuid,
+            master_candidate=True,
+        )
+        nodejoin.join(ctx, node, ca, key_line, p["host_key"])
+        with ctx.store.transaction() as txn:
+            txn.add(cluster)
+            txn.add(group)
+            txn.add(node)
+        ctx.locks.register("nodegroup", [group.uuid])
+        ctx.locks.register("node", [node.uuid])
+        ctx.locks.register("node-res", [node.uuid])
+        ctx.log(f"cluster {cluster.name} initialised with master node {node.name}")
+        return {"cluster": cluster.name, "master_node": node.name, "changed": True}
+
+
+@register
+class ClusterModify(Op):
+    OP_ID = "cluster.modify"
+    SUMMARY = "Change cluster-wide settings"
+    CLUSTER_LOCK_SHARED = False
+    PARAMS = SETTINGS
+
+    def run(self, ctx: OpContext) -> Any:
+        cluster = cluster_of(ctx)
+        changes = {}
+        for param in SETTINGS:
+            given = self.params[param.name]
+            if given is None:
+                continue
+            value = _setting_value(param.name, given)
+            if getattr(cluster, param.name) != value:
+                changes[param.name] = {"before": getattr(cluster, param.name), "after": value}
+                setattr(cluster, param.name, value)
+        if changes:
+            with ctx.store.transaction() as txn:
+                txn.update(cluster)
+            ctx.log("changed " + ", ".join(sorted(changes)))
+        return {"changed": bool(changes), "changes": changes}
+
+
+@register
+class ClusterDestroy(Op):
+    OP_ID = "cluster.destroy"
+    SUMMARY = "Remove the cluster: only when the master is its last node and no instances exist"
+    CLUSTER_LOCK_SHARED = False
+
+    def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
+        if level in ("nodegroup", "instance", "node"):
+            return LockSpec(ALL_LOCKS)
+        return super().declare_locks(level, ctx)
+
+    def check(self, ctx: OpContext) -> None:
+        cluster = cluster_of(ctx)
+        if ctx.store.list("instance"):
+            raise PrerequisiteError("instances exist: remove them before destroying the cluster")
+        others = [n.name for n in ctx.store.list("node") if n.name != cluster.master_node]
+        if others:
+            raise PrerequisiteError(
+                "nodes other than the master are still in the cluster: " + ", ".join(others),
+                nodes=others,
+            )
+
+    def run(self, ctx: OpContext) -> Any:
+        cluster = cluster_of(ctx)
+        nodes = ctx.store.list("node")
+        problems = []
+        for node in nodes:
+            problems += nodejoin.leave(ctx, node, cluster.ssh_public_key)
+        with ctx.store.transaction() as txn:
+            for obj in [*nodes, *txn.list("nodegroup"), cluster]:
+                txn.delete(obj)
+        for level in ("node", "node-res"):
+            ctx.locks.unregister(level, [n.uuid for n in nodes], owner=ctx.owner)
+        ctx.services.reset_rpc()
+        shutil.rmtree(ctx.services.crypto_dir, ignore_errors=True)
+        ctx.log(f"cluster {cluster.name} destroyed")
+        return {"changed": True, "cluster": cluster.name, "cleanup_problems": problems}
+
+
+@register
+class ClusterVerify(Op):
+    OP_ID = "cluster.verify"
+    SUMMARY = "Check every node (reachable, versions, clocks, files) and the config"
+
+    def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
+        if level in ("nodegroup", "node"):
+            return LockSpec(ALL_LOCKS, shared=True)
+        return super().declare_locks(level, ctx)
+
+    def run(self, ctx: OpContext) -> Any:
+        cluster = cluster_of(ctx)
+        nodes = ctx.store.list("node")
+        groups = {g.uuid for g in ctx.store.list("nodegroup")}
+        problems: list[dict[str, str]] = []
+
+        def problem(node: str, severity: str, message: str) -> None:
+            problems.append({"node": node, "severity": severity, "message": message})
+            ctx.log(f"{severity}: {node}: {message}", "warning")
+
+        if cluster.master_node not in {n.name for n in nodes}:
+            problem(cluster.master_node, "error", "the master node is not in the config")
+        for node in nodes:
+            if node.group not in groups:
+                problem(node.name, "error", f"node group {node.group} does not exist")
+        online = [n for n in nodes if not n.offline]
+        for node in nodes:
+            if node.offline:
+                problem(node.name, "info", "node is marked offline: not checked")
+        candidates = sum(1 for n in online if n.master_candidate)
+        if candidates < min(cluster.candidate_pool_size, len(online)):
+            problem(
+                "cluster",
+                "warning",
+                f"only {candidates} master candidates, pool size is {cluster.candidate_pool_size}",
+            )
+        ca_sum = nodejoin.expected_checksums(cluster.ca_cert_pem.encode())
+        sent = time.time()
+        pings = ctx.services.call_many(online, "ping", timeout=30)
+        files = ctx.services.call_many(
+            online, "check_files", {"paths": list(nodejoin.NODE_FILES)}, timeout=30
+        )
+        report: dict[str, Any] = {}
+        for node in online:
+            ping = pings[node.name]
+            if not ping.ok:
+                problem(node.name, "error", f"unreachable: {ping.error}")
+                continue
+            answer = ping.result or {}
+            skew = answer["time"] - (sent + time.time()) / 2
+            report[node.name] = {"version": answer["version"], "clock_skew": round(skew, 3)}
+            if answer["version"] != herd.__version__:
+                problem(
+                    node.name,
+                    "error",
+                    f"herd-node {answer['version']} differs from the master's {herd.__version__}",
+                )
+            if abs(skew) > MAX_CLOCK_SKEW:
+                problem(node.name, "error", f"clock differs from the master's by {skew:.1f} s")
+            found = (files[node.name].result or {}).get("files", {})
+            for path in nodejoin.NODE_FILES:
+                if found.get(path) is None:
+                    problem(node.name, "error", f"missing file {path}")
+            for path, digest in ca_sum.items():
+                if found.get(path) not in (None, digest):
+                    problem(node.name, "error", f"{path} differs from the cluster CA")
+        ok = not any(p["severity"] == "error" for p in problems)
+        ctx.log("cluster verify: " + ("no errors" if ok else f"{len(problems)} problem(s)"))
+        return {"ok": ok, "problems": problems, "nodes": report}
+
+
+def validate_group_ref(ctx: OpContext, name: str, field: str = "group") -> NodeGroup:
+    group = ctx.store.find("nodegroup", name)
+    if group is None:
+        known = ", ".join(g.name for g in ctx.store.list("nodegroup"))
+        raise ValidationError(field, name, f"an existing node group: {known}")
+    return group

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, lints, then runs the whole suite.
+# Lab tests need root (network namespaces, sshd); they skip with a reason otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+ruff check .
+python3 -m pytest -q "$@"
