@@ -66,7 +66,7 @@ class LabError(Exception):
 
 @dataclass
 class LabNode:
-    """One lab node as tests and the engine see it."""
+    """One lab node as tests and the engine see it (``key_path``: the authorized key pair)."""
 
     name: str
     netns: str
@@ -75,6 +75,7 @@ class LabNode:
     host_key: str
     dir: str
     bridge_port: str
+    key_path: str
 
     @property
     def state_dir(self) -> Path:
@@ -199,6 +200,7 @@ def up(
         Path(lab.dir).mkdir(parents=True)
         lab.nodes = [_plan_node(lab, i) for i in range(1, nodes + 1)]
         lab.save()
+        _forget_neighbours(lab.index)
         _make_keys(lab)
         for node in lab.nodes:
             _build_node_network(lab, node)
@@ -329,6 +331,7 @@ def _plan_node(lab: Lab, i: int) -> LabNode:
         host_key="",
         dir=str(Path(lab.dir) / name),
         bridge_port=f"v{lab.index}n{i}",
+        key_path=lab.key_path,
     )
 
 
@@ -346,6 +349,19 @@ def _ensure_fabric() -> None:
     _run([*fab, "link", "set", FABRIC_HOST_PORT, "master", BRIDGE, "up"])
     _run(["ip", "addr", "add", f"{CONTROLLER_IP}/{NETWORK.prefixlen}", "dev", HOST_VETH])
     _run(["ip", "link", "set", HOST_VETH, "up"])
+
+
+def _forget_neighbours(index: int) -> None:
+    """Drop ARP entries left by an earlier lab with this index.
+
+    Its addresses come back with new MAC addresses; a stale entry would blackhole the
+    first seconds of traffic to a fresh node.
+    """
+    block = f"{NETWORK.network_address + index * 256}/24"
+    _run(["ip", "neigh", "flush", "to", block], check=False)
+    for ns in namespaces():
+        if ns.startswith("hl-"):
+            _run(["ip", "-n", ns, "neigh", "flush", "to", block], check=False)
 
 
 def _remove_fabric() -> None:
@@ -480,10 +496,15 @@ def _teardown(name: str, root: Path, lab: Lab | None) -> None:
     state file was written before a crash still goes away completely.
     """
     prefix = f"hl-{name}-n"
-    recorded = {n.netns for n in lab.nodes} if lab else set()
-    for ns in sorted(recorded | {ns for ns in namespaces() if ns.startswith(prefix)}):
-        if ns in namespaces():
+    ports = {n.netns: n.bridge_port for n in lab.nodes} if lab else {}
+    present = namespaces()
+    for ns in sorted(set(ports) | {ns for ns in present if ns.startswith(prefix)}):
+        if ns in present:
             _kill_netns_processes(ns)
+            if ns in ports and FABRIC_NS in present:
+                # Deleting a veth end removes the pair at once; leaving it to the
+                # namespace deletion is asynchronous and could collide with a new lab.
+                _run(["ip", "-n", FABRIC_NS, "link", "del", ports[ns]], check=False)
             _run(["ip", "netns", "del", ns])
     shutil.rmtree(root / name, ignore_errors=True)
     if not _all_labs(root):
