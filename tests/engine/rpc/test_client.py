@@ -9,6 +9,7 @@ from pathlib import Path
 import herdlab
 import paramiko
 import pytest
+
 from herd.errors import NodeError, NotFoundError, ValidationError
 from herd.rpc.client import NodeClient
 from herd.rpc.ssh import NodeAddress, SSHPool

@@ -8,6 +8,7 @@ from pathlib import Path
 import herdlab
 import paramiko
 import pytest
+
 from herd.errors import HostKeyMismatchError, NodeError, ValidationError
 from herd.rpc.ssh import NodeAddress, SSHPool, fetch_host_key, fingerprint, parse_host_key
 
