@@ -1,0 +1,40 @@
+"""The committed docs/modules pages must be what the modules' documentation generates."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[5]
+
+
+def _tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "gen_module_docs", REPO / "docs" / "tools" / "gen_module_docs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_module_docs_are_up_to_date() -> None:
+    stale = _tool().stale(REPO)
+    assert stale == [], f"run python docs/tools/gen_module_docs.py; stale: {stale}"
+
+
+def test_pages_include_fragment_options_and_examples() -> None:
+    page = _tool().render_all(REPO)[Path("docs/modules/node.md")]
+    assert "| `api_token` | str |" in page
+    assert "| `timeout` | int | no | `3600` |" in page
+    assert "herd.cluster.node:" in page
+
+
+def test_a_changed_module_doc_makes_the_pages_stale(tmp_path: Path) -> None:
+    for part in ("plugins", "docs"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    module = tmp_path / "plugins" / "modules" / "node.py"
+    module.write_text(module.read_text().replace("Name of the node", "Host name of the node"))
+    assert _tool().stale(tmp_path) == [Path("docs/modules/node.md")]

@@ -1,0 +1,63 @@
+"""cluster.plan: init with declared params, modify differences, refuse the wrong cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.modules.cluster import (
+    INIT_FIELDS,
+    MODIFY_FIELDS,
+    plan,
+)
+
+CLUSTER = {
+    "name": "c1",
+    "master_node": "n1",
+    "enabled_hypervisors": ["kvm"],
+    "enabled_disk_templates": ["drbd", "plain"],
+    "candidate_pool_size": 10,
+    "compression_tools": ["gzip", "lz4"],
+    "nicparams": {"link": "br0", "mode": "bridged"},
+    "tags": [],
+}
+
+
+def params(**given: Any) -> dict[str, Any]:
+    return {**dict.fromkeys(INIT_FIELDS + MODIFY_FIELDS), "name": "c1", "state": "present", **given}
+
+
+def test_init_requires_master_node_and_sends_declared_params() -> None:
+    with pytest.raises(HerdApiError, match="master_node is required"):
+        plan(None, params())
+    ops, _ = plan(None, params(master_node="n1", enabled_hypervisors=["fake"]))
+    assert ops == [
+        {"op": "cluster.init", "name": "c1", "master_node": "n1", "enabled_hypervisors": ["fake"]}
+    ]
+
+
+def test_modify_only_differences() -> None:
+    same = params(master_node="n1", compression_tools=["lz4", "gzip"], nicparams={"link": "br0"})
+    assert plan(CLUSTER, same) == ([], {})
+    ops, diff = plan(CLUSTER, params(candidate_pool_size=3, nicparams={"link": "br1"}))
+    assert ops == [
+        {
+            "op": "cluster.modify",
+            "candidate_pool_size": 3,
+            "nicparams": {"link": "br1", "mode": "bridged"},
+        }
+    ]
+    assert diff["before"] == {"candidate_pool_size": 10, "nicparams": CLUSTER["nicparams"]}
+
+
+def test_other_cluster_or_master_is_refused() -> None:
+    with pytest.raises(HerdApiError, match="name"):
+        plan(CLUSTER, params(name="c2", state="absent"))
+    with pytest.raises(HerdApiError, match="master_node"):
+        plan(CLUSTER, params(master_node="n9"))
+
+
+def test_destroy() -> None:
+    assert plan(CLUSTER, params(state="absent"))[0] == [{"op": "cluster.destroy"}]
+    assert plan(None, params(state="absent")) == ([], {})
