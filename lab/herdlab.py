@@ -415,7 +415,7 @@ def _sshd_config(lab: Lab, node: LabNode) -> str:
 ListenAddress {node.ip}:{node.port}
 HostKey {node.dir}/ssh_host_ed25519_key
 PidFile {node.pid_file}
-AuthorizedKeysFile {node.dir}/authorized_keys
+AuthorizedKeysFile .ssh/authorized_keys {node.dir}/authorized_keys
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no

@@ -1,0 +1,334 @@
+"""Cluster init, node add/modify/remove, groups and verify against real lab nodes over SSH.
+
+One cluster is built for the module on the shared three-node lab; each bad-input test
+compares the full config dump before and after, so "left the cluster as it was" is
+checked, not assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.crypto.ca import verify_cert
+from herd.errors import (
+    ConflictError,
+    HerdError,
+    HostKeyMismatchError,
+    NodeError,
+    PrerequisiteError,
+    ValidationError,
+)
+from tests.support.master import RunningMaster, start_master, stop_master
+
+pytestmark = pytest.mark.lab
+
+
+def authorized_keys(node: Any) -> str:
+    path = Path(node.dir) / "home" / ".ssh" / "authorized_keys"
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    lab_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningMaster, Any]]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
+    running, thread = start_master(tmp_path_factory.mktemp("master"))
+    n1 = lab_cluster.nodes[0]
+    running.client.run(
+        [
+            {
+                "op": "cluster.init",
+                "name": "alpha",
+                "master_node": n1.name,
+                "primary_ip": n1.ip,
+                "ssh_port": n1.port,
+                "enabled_hypervisors": ["fake"],
+            }
+        ],
+        timeout=60,
+    )
+    try:
+        yield running, lab_cluster
+    finally:
+        stop_master(running, thread)
+        mp.undo()
+
+
+def run(running: RunningMaster, op: str, **params: Any) -> Any:
+    return running.client.run([{"op": op, **params}], timeout=60)
+
+
+def unchanged_after(
+    running: RunningMaster, error: type[HerdError], op: str, **params: Any
+) -> HerdError:
+    before = running.client.dump()
+    with pytest.raises(error) as info:
+        run(running, op, **params)
+    assert running.client.dump() == before
+    return info.value
+
+
+def add_node(running: RunningMaster, node: Any, **extra: Any) -> Any:
+    return run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port, **extra)
+
+
+def test_init_records_master_node_with_pinned_key_and_facts(cluster: Any) -> None:
+    running, lab = cluster
+    n1 = lab.nodes[0]
+    info = running.client.query("cluster")
+    assert info["name"] == "alpha"
+    assert info["master_node"] == n1.name
+    assert "domain_secret" not in info
+    (node,) = running.client.query("nodes", [n1.name])
+    assert node["host_key"].split()[:2] == n1.host_key.split()[:2]
+    assert node["total_memory_mib"] > 0 and node["cpus"] > 0 and node["total_disk_mib"] > 0
+    assert node["master_candidate"] is True
+    assert node["group_name"] == "default"
+    cert = (n1.state_dir / "crypto" / "node.pem").read_bytes()
+    verify_cert(cert, info["ca_cert_pem"].encode())
+    assert info["ssh_public_key"] in authorized_keys(n1)
+
+
+def test_second_init_is_refused(cluster: Any) -> None:
+    running, lab = cluster
+    n1 = lab.nodes[0]
+    unchanged_after(
+        running,
+        ConflictError,
+        "cluster.init",
+        name="beta",
+        master_node=n1.name,
+        primary_ip=n1.ip,
+        ssh_port=n1.port,
+    )
+
+
+def test_node_add_then_verify_is_clean(cluster: Any) -> None:
+    running, lab = cluster
+    for node in lab.nodes[1:]:
+        result = add_node(running, node)
+        assert result["changed"] is True
+    names = [n["name"] for n in running.client.query("nodes")]
+    assert names == sorted(n.name for n in lab.nodes)
+    report = run(running, "cluster.verify")
+    assert report["ok"], report["problems"]
+    assert set(report["nodes"]) == {n.name for n in lab.nodes}
+
+
+def test_bad_node_adds_leave_cluster_unchanged(cluster: Any) -> None:
+    running, lab = cluster
+    n2, n3 = lab.nodes[1], lab.nodes[2]
+    err = unchanged_after(
+        running, ConflictError, "node.add", name=n2.name, primary_ip=n2.ip, ssh_port=n2.port
+    )
+    assert err.details["field"] == "name"
+    err = unchanged_after(
+        running, ConflictError, "node.add", name="other", primary_ip=n3.ip, ssh_port=n3.port
+    )
+    assert err.details["field"] == "primary_ip" and err.details["node"] == n3.name
+    err = unchanged_after(
+        running,
+        ValidationError,
+        "node.add",
+        name="other2",
+        primary_ip="10.77.250.250",
+        group="nosuchgroup",
+    )
+    assert err.details["field"] == "group"
+    err = unchanged_after(
+        running, ValidationError, "node.add", name="Bad_Name", primary_ip="10.77.250.250"
+    )
+    assert "name" in err.details["field"]
+
+
+def test_unreachable_host_names_the_node(cluster: Any) -> None:
+    running, lab = cluster
+    prefix = lab.nodes[0].ip.rsplit(".", 1)[0]
+    err = unchanged_after(
+        running, NodeError, "node.add", name="ghost", primary_ip=f"{prefix}.250", ssh_port=22
+    )
+    assert "ghost" in err.message or f"{prefix}.250" in err.message
+
+
+def test_wrong_host_key_is_refused_before_login(cluster: Any) -> None:
+    running, lab = cluster
+    n1, spare = lab.nodes[0], lab.nodes[2]
+    run(running, "node.remove", name=spare.name)
+    keys_before = authorized_keys(spare)
+    err = unchanged_after(
+        running,
+        HostKeyMismatchError,
+        "node.add",
+        name=spare.name,
+        primary_ip=spare.ip,
+        ssh_port=spare.port,
+        host_key=n1.host_key,
+    )
+    assert err.details["expected"] != err.details["presented"]
+    assert authorized_keys(spare) == keys_before
+    add_node(running, spare, host_key=spare.host_key)
+
+
+def test_failed_join_rolls_back_on_the_node(cluster: Any) -> None:
+    """A join failing after the key was installed and files written undoes both."""
+    running, lab = cluster
+    spare = lab.nodes[2]
+    run(running, "node.remove", name=spare.name)
+    cluster_key = running.client.query("cluster")["ssh_public_key"]
+    assert cluster_key not in authorized_keys(spare)
+    blocker = spare.state_dir / "crypto" / "node.key"
+    blocker.mkdir(parents=True)
+    try:
+        unchanged_after(
+            running,
+            HerdError,
+            "node.add",
+            name=spare.name,
+            primary_ip=spare.ip,
+            ssh_port=spare.port,
+        )
+        assert cluster_key not in authorized_keys(spare)
+        assert not (spare.state_dir / "crypto" / "node.pem").exists()
+        assert not (spare.state_dir / "crypto" / "ca.pem").exists()
+    finally:
+        blocker.rmdir()
+    add_node(running, spare)
+
+
+def test_node_remove_drops_trust_and_refuses_master(cluster: Any) -> None:
+    running, lab = cluster
+    n1, n3 = lab.nodes[0], lab.nodes[2]
+    cluster_key = running.client.query("cluster")["ssh_public_key"]
+    unchanged_after(running, PrerequisiteError, "node.remove", name=n1.name)
+    unchanged_after(running, ValidationError, "node.remove", name="nosuchnode")
+    assert cluster_key in authorized_keys(n3)
+    run(running, "node.remove", name=n3.name)
+    assert cluster_key not in authorized_keys(n3)
+    assert [n["name"] for n in running.client.query("nodes")] == [n.name for n in lab.nodes[:2]]
+    add_node(running, n3)
+
+
+def test_node_modify_is_idempotent_and_checked(cluster: Any) -> None:
+    running, lab = cluster
+    n1, n2 = lab.nodes[0], lab.nodes[1]
+    assert run(running, "node.modify", name=n2.name, drained=True)["changed"] is True
+    assert run(running, "node.modify", name=n2.name, drained=True)["changed"] is False
+    unchanged_after(
+        running, ValidationError, "node.modify", name=n2.name, offline=True, master_candidate=True
+    )
+    unchanged_after(running, PrerequisiteError, "node.modify", name=n1.name, offline=True)
+    result = run(running, "node.modify", name=n2.name, offline=True, drained=False)
+    assert result["changes"]["master_candidate"]["after"] is False
+    report = run(running, "cluster.verify")
+    assert report["ok"]
+    assert {
+        "node": n2.name,
+        "severity": "info",
+        "message": "node is marked offline: not checked",
+    } in report["problems"]
+    run(running, "node.modify", name=n2.name, offline=False, master_candidate=True)
+
+
+def test_groups_add_move_rename_remove(cluster: Any) -> None:
+    running, lab = cluster
+    n3 = lab.nodes[2]
+    run(running, "group.add", name="rack2", alloc_policy="last_resort")
+    unchanged_after(running, ConflictError, "group.add", name="rack2")
+    unchanged_after(running, ValidationError, "group.add", name="rack3", alloc_policy="sometimes")
+    run(running, "node.modify", name=n3.name, group="rack2")
+    assert running.client.query("nodes", [n3.name])[0]["group_name"] == "rack2"
+    unchanged_after(running, PrerequisiteError, "group.remove", name="rack2")
+    run(running, "group.rename", name="rack2", new_name="row2")
+    assert running.client.query("nodes", [n3.name])[0]["group_name"] == "row2"
+    run(running, "node.modify", name=n3.name, group="default")
+    run(running, "group.remove", name="row2")
+    assert [g["name"] for g in running.client.query("nodegroups")] == ["default"]
+    unchanged_after(running, PrerequisiteError, "group.remove", name="default")
+
+
+def test_cluster_modify_and_config_restore_round_trip(cluster: Any) -> None:
+    running, _ = cluster
+    saved = running.client.dump()
+    result = run(running, "cluster.modify", tags=["prod"], candidate_pool_size=3)
+    assert set(result["changes"]) == {"tags", "candidate_pool_size"}
+    assert run(running, "cluster.modify", tags=["prod"])["changed"] is False
+    unchanged_after(running, ValidationError, "cluster.modify", enabled_hypervisors=["xen"])
+    unchanged_after(running, ValidationError, "cluster.modify", drbd_port_range="20-10")
+    run(running, "config.restore", data=saved)
+    restored = running.client.query("cluster")
+    assert restored["tags"] == [] and restored["candidate_pool_size"] == 10
+    broken = {**saved, "objects": {**saved["objects"], "node": [{"name": 5}]}}
+    unchanged_after(running, ValidationError, "config.restore", data=broken)
+    report = run(running, "cluster.verify")
+    assert report["ok"], report["problems"]
+
+
+def test_verify_and_add_report_a_dead_node(
+    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
+    running, thread = start_master(tmp_path)
+    try:
+        s1, s2 = scratch_lab.nodes
+        run(
+            running,
+            "cluster.init",
+            name="scratch",
+            master_node=s1.name,
+            primary_ip=s1.ip,
+            ssh_port=s1.port,
+        )
+        add_node(running, s2)
+        s2.kill_sshd()
+        report = run(running, "cluster.verify")
+        assert not report["ok"]
+        errors = [p for p in report["problems"] if p["severity"] == "error"]
+        assert [p["node"] for p in errors] == [s2.name]
+        assert "unreachable" in errors[0]["message"]
+        run(running, "node.modify", name=s2.name, offline=True)
+        run(running, "node.remove", name=s2.name)
+        run(running, "cluster.destroy")
+        with pytest.raises(HerdError):
+            running.client.query("cluster")
+        assert not (running.state_dir / "crypto").exists()
+    finally:
+        stop_master(running, thread)
+
+
+def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: Any) -> None:
+    """Two adds of the same host into different groups: one wins, and the loser's
+    rollback must not strip the winner's certificates or key from the node."""
+    running, lab = cluster
+    n3 = lab.nodes[2]
+    run(running, "node.remove", name=n3.name)
+    run(running, "group.add", name="rack9")
+    ids = running.client.submit_many(
+        [
+            {
+                "ops": [
+                    {
+                        "op": "node.add",
+                        "name": name,
+                        "primary_ip": n3.ip,
+                        "ssh_port": n3.port,
+                        "group": group,
+                    }
+                ]
+            }
+            for name, group in ((n3.name, "default"), ("twin", "rack9"))
+        ]
+    )
+    outcomes = [running.client.wait(i, timeout=60)["status"] for i in ids]
+    assert sorted(outcomes) == ["error", "success"]
+    (winner,) = [n for n in running.client.query("nodes") if n["primary_ip"] == n3.ip]
+    assert run(running, "cluster.verify")["ok"]
+    run(running, "node.remove", name=winner["name"])
+    run(running, "group.remove", name="rack9")
+    add_node(running, n3)
