@@ -76,7 +76,8 @@ class ConfigObject:
     @classmethod
     def _from_dict(cls, data: Any, path: str) -> Self:
         if not isinstance(data, dict):
-            raise ValidationError(path or cls.__name__, data, f"a {cls.__name__} object")
+            where = path.removesuffix(".") or cls.__name__
+            raise ValidationError(where, data, f"a {cls.__name__} object")
         hints = _hints(cls)
         unknown = sorted(set(data) - set(hints), key=str)
         if unknown:
@@ -143,7 +144,7 @@ def _check(value: Any, hint: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValidationError(path, value, "an object with string keys")
-        return {k: _check(v, args[1], f"{path}.{k}") for k, v in value.items()}
+        return {_check_text(k, path): _check(v, args[1], f"{path}.{k}") for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, ConfigObject):
         return hint._from_dict(value, f"{path}.")
     return _check_scalar(value, hint, path)
@@ -153,21 +154,34 @@ def _check_scalar(value: Any, hint: type, path: str) -> Any:
     # bool is a subclass of int in Python but never a valid count, port or size here.
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is str and isinstance(value, str):
+        return _check_text(value, path)
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ValidationError(path, value, f"a value of type {hint.__name__}")
+
+
+def _check_text(value: str, path: str) -> str:
+    """Lone surrogates cannot be stored as UTF-8 (SQLite, etcd, the API all need it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(path, value, "valid Unicode text") from None
+    return value
 
 
 def _check_json(value: Any, path: str) -> Any:
     """Free-form parameters must still survive a JSON round trip unchanged."""
     if isinstance(value, float) and value != value:
         raise ValidationError(path, value, "a finite number")
+    if isinstance(value, str):
+        return _check_text(value, path)
     if isinstance(value, _JSON_SCALARS):
         return value
     if isinstance(value, list):
         return [_check_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _check_json(v, f"{path}.{k}") for k, v in value.items()}
+        return {_check_text(k, path): _check_json(v, f"{path}.{k}") for k, v in value.items()}
     raise ValidationError(path, value, "a JSON value (string, number, bool, null, list, object)")
 
 

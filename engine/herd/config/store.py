@@ -359,8 +359,9 @@ def parse_dump(data: Any) -> list[TopObject]:
             raise ValidationError(f"objects.{kind}", docs, "a list of objects")
         seen_names: set[str] = set()
         for index, doc in enumerate(docs):
-            label = doc.get("name", index) if isinstance(doc, dict) else index
-            where = f"{kind}[{label}]"
+            if not isinstance(doc, dict):
+                raise ValidationError(f"{kind}[{index}]", doc, f"a {kind} object")
+            where = f"{kind}[{doc.get('name', index)}]"
             try:
                 obj = cls.from_dict(doc)
             except ValidationError as err:
