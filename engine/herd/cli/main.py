@@ -124,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``herd job info 1 | head``): not an error worth a trace.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -142,7 +149,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run_job(client: Client, args: argparse.Namespace, ops: list[dict[str, Any]]) -> int:
-    reason = [["cli:herd", args.reason or " ".join(sys.argv[1:3]), time.time()]]
+    reason = [["cli:herd", args.reason or f"herd {args.noun} {args.verb}", time.time()]]
     job_id = client.submit(ops, priority=args.priority, reason=reason)
     if args.submit:
         print(job_id)
@@ -171,7 +178,10 @@ def _run_master(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or os.environ.get("HERD_STATE_DIR", "/var/lib/herd")
     socket_path = args.socket or default_socket()
     if args.daemon:
-        start_master_background(socket_path, state_dir)
+        extra = ["--log-level", args.log_level]
+        if args.max_running is not None:
+            extra += ["--max-running", str(args.max_running)]
+        start_master_background(socket_path, state_dir, extra=extra)
         return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -182,11 +192,16 @@ def _run_master(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_master_background(socket_path: str, state_dir: str, wait: float = 15.0) -> None:
+def start_master_background(
+    socket_path: str, state_dir: str, wait: float = 15.0, extra: list[str] | None = None
+) -> None:
     """Start ``herd master`` detached, log to the state dir, return once it answers."""
+    if _master_answers(socket_path):
+        raise HerdError(f"a herd master already answers at {socket_path}", socket=socket_path)
     Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    logfile = open(Path(state_dir) / "master.log", "ab")  # noqa: SIM115 - handed to the child
-    subprocess.Popen(
+    log_path = Path(state_dir) / "master.log"
+    logfile = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    child = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -196,6 +211,7 @@ def start_master_background(socket_path: str, state_dir: str, wait: float = 15.0
             "master",
             "--state-dir",
             state_dir,
+            *(extra or []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=logfile,
@@ -205,20 +221,28 @@ def start_master_background(socket_path: str, state_dir: str, wait: float = 15.0
     logfile.close()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            with Client(socket_path, timeout=2) as c:
-                c.info()
+        if _master_answers(socket_path):
             return
-        except MasterUnreachableError:
-            time.sleep(0.05)
-    raise HerdError(f"the master did not come up within {wait:g} s; see {state_dir}/master.log")
+        if child.poll() is not None:
+            raise HerdError(
+                f"the master exited with status {child.returncode} while starting; see {log_path}",
+                log=str(log_path),
+            )
+        time.sleep(0.05)
+    raise HerdError(f"the master did not come up within {wait:g} s; see {log_path}")
+
+
+def _master_answers(socket_path: str) -> bool:
+    try:
+        with Client(socket_path, timeout=2) as c:
+            c.info()
+    except MasterUnreachableError:
+        return False
+    return True
 
 
 def ensure_master(socket_path: str) -> None:
-    try:
-        with Client(socket_path, timeout=5) as c:
-            c.info()
-    except MasterUnreachableError:
+    if not _master_answers(socket_path):
         start_master_background(socket_path, os.environ.get("HERD_STATE_DIR", "/var/lib/herd"))
 
 

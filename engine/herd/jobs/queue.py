@@ -102,14 +102,18 @@ class JobQueue:
 
     # ---- submission --------------------------------------------------------------------
 
-    def validate_ops(self, ops: Any) -> list[OpState]:
+    def validate_ops(self, ops: Any, prefix: str = "") -> list[OpState]:
         """Build and validate every op before anything is stored: all or nothing."""
         if not isinstance(ops, list) or not ops:
-            raise ValidationError("ops", ops, "a non-empty list of {'op': NAME, ...params}")
+            raise ValidationError(
+                prefix + "ops", ops, "a non-empty list of {'op': NAME, ...params}"
+            )
         states = []
         for i, raw in enumerate(ops):
             if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
-                raise ValidationError(f"ops[{i}].op", raw, "an op name: " + ", ".join(self._ops))
+                raise ValidationError(
+                    f"{prefix}ops[{i}].op", raw, "one of " + ", ".join(sorted(self._ops))
+                )
             name = raw["op"]
             cls = self._ops.get(name)
             if cls is None:
@@ -121,7 +125,7 @@ class JobQueue:
                 op = cls(params)
             except ValidationError as exc:
                 raise ValidationError(
-                    f"ops[{i}].{exc.details['field']}",
+                    f"{prefix}ops[{i}].{exc.details['field']}",
                     exc.details["value"],
                     exc.details["allowed"],
                     message=f"op '{name}': {exc.message}",
@@ -135,13 +139,26 @@ class JobQueue:
         inherit_reason: list[list[Any]] | None = None,
     ) -> list[int]:
         """Submit several jobs atomically; ``depends`` may name earlier ones by -1, -2 …"""
+        return self._submit(specs, inherit_reason, "jobs")
+
+    def submit(self, spec: dict[str, Any]) -> int:
+        return self._submit([spec], None, None)[0]
+
+    def _submit(
+        self,
+        specs: list[dict[str, Any]],
+        inherit_reason: list[list[Any]] | None,
+        list_field: str | None,
+    ) -> list[int]:
+        """Validate every job, then store all of them in one transaction or none; errors
+        name fields as ``jobs[i].…`` for a list submission so the bad job can be found."""
         now = time.time()
         jobs: list[Job] = []
         with self._cond:
             if self._stopping:
                 raise HerdError("the master is shutting down")
             for idx, spec in enumerate(specs):
-                prefix = f"jobs[{idx}]." if len(specs) > 1 else ""
+                prefix = f"{list_field}[{idx}]." if list_field else ""
                 if not isinstance(spec, dict):
                     raise ValidationError(prefix.rstrip(".") or "job", spec, "a job object")
                 unknown = set(spec) - {"ops", "priority", "reason", "depends"}
@@ -150,7 +167,7 @@ class JobQueue:
                     raise ValidationError(
                         prefix + field, spec[field], "fields ops, priority, reason, depends"
                     )
-                ops = self.validate_ops(spec.get("ops"))
+                ops = self.validate_ops(spec.get("ops"), prefix)
                 prio = PRIORITY.validate(spec.get("priority", J.PRIO_NORMAL), prefix)
                 reason = list(inherit_reason or []) + self._check_reason(
                     spec.get("reason", []), prefix, now
@@ -175,9 +192,6 @@ class JobQueue:
                 self._status[job.id] = job.status
             self._cond.notify_all()
         return [j.id for j in jobs]
-
-    def submit(self, spec: dict[str, Any]) -> int:
-        return self.submit_many([spec])[0]
 
     @staticmethod
     def _check_reason(reason: Any, prefix: str, now: float) -> list[list[Any]]:

@@ -50,8 +50,9 @@ class Master:
         self.locks = LockManager()
         sync_locks(self.store, self.locks)
         self.services = Services(state_dir=self.state_dir)
+        self.jobdb = JobDB(self.state_dir / "jobs.db")
         self.queue = JobQueue(
-            JobDB(self.state_dir / "jobs.db"),
+            self.jobdb,
             JobRunner(self.store, self.locks, self.services),
             max_running=max_running,
         )
@@ -64,13 +65,22 @@ class Master:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
         self.queue.start()
-        thread = threading.Thread(target=self.server.serve_forever, name="herd-api", daemon=True)
+        thread = threading.Thread(
+            # A short poll interval keeps shutdown (SIGTERM, tests) prompt; idle cost is nil.
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="herd-api",
+            daemon=True,
+        )
         thread.start()
         log.info("herd master serving on %s (state %s)", self.server.path, self.state_dir)
         self._stopped.wait()
         self.server.shutdown()
         self.server.server_close()
         self.queue.stop()
+        self.services.reset_rpc()
+        self.jobdb.close()
+        self.store.close()
         log.info("herd master stopped")
 
     def shutdown(self) -> None:

@@ -49,6 +49,14 @@ class DebugDelay(Op):
             doc="number of log lines to write while waiting",
         ),
         Param("fail", bool, default=False, doc="raise an error at the end"),
+        Param(
+            "spawn_jobs",
+            int,
+            default=0,
+            minimum=0,
+            maximum=1000,
+            doc="submit this many follow-up no-op jobs (they inherit this job's reasons)",
+        ),
     )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
@@ -68,5 +76,8 @@ class DebugDelay(Op):
                 ctx.check_cancel()
         if self.params["fail"]:
             raise HerdError("debug.delay failed on request")
+        spawned = ctx.submit_jobs(
+            [{"ops": [{"op": self.OP_ID}]} for _ in range(self.params["spawn_jobs"])]
+        )
         names = sorted(ctx.store.get("node", uuid).name for uuid in ctx.owned("node"))
-        return {"slept": duration, "locked_nodes": names}
+        return {"slept": duration, "locked_nodes": names, "spawned": spawned}

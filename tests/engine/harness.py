@@ -1,0 +1,77 @@
+"""A real master in a thread of the test process, on a real Unix socket and real SQLite.
+
+Used by the job, API, master and CLI tests (fixtures in ``conftest.py``). Nodes are
+written straight into the state directory's config store before the master starts, so
+their locks exist (lock names are node UUIDs, registered at start-up) without SSH or a lab.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.api.client import Client
+from herd.config import Node, SQLiteStore
+from herd.master.daemon import Master
+
+#: Bound for anything that should happen "soon"; only reached when a test fails.
+PATIENCE = 15.0
+
+
+def add_nodes(state_dir: Path, names: tuple[str, ...]) -> None:
+    """Register nodes in the store a master on ``state_dir`` will open."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = SQLiteStore(state_dir / "config.db")
+    try:
+        with store.transaction() as txn:
+            for i, name in enumerate(names):
+                txn.add(Node(name=name, primary_ip=f"192.0.2.{i + 1}"))
+    finally:
+        store.close()
+
+
+def poll(what: str, check: Callable[[], Any], patience: float = PATIENCE) -> Any:
+    """Return ``check()`` once it is truthy; fail naming ``what`` after ``patience`` s."""
+    deadline = time.monotonic() + patience
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@dataclass
+class ThreadMaster:
+    master: Master
+    thread: threading.Thread
+    state_dir: Path
+    socket: Path
+    _clients: list[Client] = field(default_factory=list)
+
+    def client(self) -> Client:
+        """A new client (clients are one-connection, one-thread objects)."""
+        c = Client(str(self.socket), timeout=PATIENCE * 2)
+        self._clients.append(c)
+        return c
+
+    def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        self.master.shutdown()
+        self.thread.join(PATIENCE)
+        assert not self.thread.is_alive(), "master did not stop"
+
+    def wait_status(self, job_id: int, *statuses: str) -> dict[str, Any]:
+        c = self.client()
+        return poll(
+            f"job {job_id} to reach {statuses}",
+            lambda: (doc := c.job(job_id))["status"] in statuses and doc,
+        )
