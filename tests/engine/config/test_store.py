@@ -344,9 +344,11 @@ def test_nested_transaction_in_one_thread_is_refused(store: SQLiteStore) -> None
         store.transaction().__enter__()
 
 
-def test_writer_waiting_too_long_gets_lock_timeout(tmp_path: Path) -> None:
-    holder = SQLiteStore(tmp_path / "config.db")
+@pytest.mark.parametrize("shared", [True, False], ids=["same-store", "other-store"])
+def test_writer_waiting_too_long_gets_lock_timeout(tmp_path: Path, shared: bool) -> None:
+    """Within one store threads queue on its lock; across stores on SQLite's write lock."""
     impatient = SQLiteStore(tmp_path / "config.db", timeout=0.05)
+    holder = impatient if shared else SQLiteStore(tmp_path / "config.db")
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
