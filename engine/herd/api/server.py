@@ -7,6 +7,7 @@ Connections are kept alive: a client that submits and polls pays no reconnect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import re
 import socket
 import socketserver
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -156,6 +158,8 @@ class UnixAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str | Path, router: Router) -> None:
         self.router = router
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
@@ -168,9 +172,26 @@ class UnixAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old)
         os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
     def server_close(self) -> None:
+        """Also end kept-alive connections: their handler threads would otherwise go on
+        answering for a master whose queue and databases are already closed."""
         super().server_close()
         self.path.unlink(missing_ok=True)
+        with self._open_lock:
+            open_now = list(self._open)
+        for conn in open_now:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 def _refuse_if_live(path: Path) -> None:

@@ -9,13 +9,17 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 
-def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
+def emit_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     json.dump(data, out, indent=2, sort_keys=True, default=str)
     out.write("\n")
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO = sys.stdout) -> None:
+def table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None
+) -> None:
     """Plain aligned columns, headers in upper case, like the gnt-* listings."""
+    out = out or sys.stdout
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     out.write(
@@ -39,7 +43,9 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def key_values(data: dict[str, Any], out: TextIO = sys.stdout, indent: str = "") -> None:
+def key_values(data: dict[str, Any], out: TextIO | None = None, indent: str = "") -> None:
+    # Streams are looked up per call, not bound at import, so redirections apply.
+    out = out or sys.stdout
     for key in sorted(data):
         value = data[key]
         if isinstance(value, dict) and value:
@@ -52,9 +58,9 @@ def key_values(data: dict[str, Any], out: TextIO = sys.stdout, indent: str = "")
 class Progress:
     """Writes job log lines as they arrive; 'progress' entries redraw one line on a tty."""
 
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
-        self.tty = out.isatty()
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
         self._open_line = False
 
     def __call__(self, entry: dict[str, Any]) -> None:

@@ -124,11 +124,15 @@ class JobQueue:
             try:
                 op = cls(params)
             except ValidationError as exc:
+                # Ops validate their own parameters, which know nothing of where the op
+                # sits in the request; re-anchor the field so message and details agree.
+                inner = exc.details["field"]
+                field = f"{prefix}ops[{i}].{inner}"
                 raise ValidationError(
-                    f"{prefix}ops[{i}].{exc.details['field']}",
+                    field,
                     exc.details["value"],
                     exc.details["allowed"],
-                    message=f"op '{name}': {exc.message}",
+                    message=f"op '{name}': " + exc.message.replace(f"'{inner}'", f"'{field}'"),
                 ) from None
             states.append(OpState(op=name, params=op.params))
         return states

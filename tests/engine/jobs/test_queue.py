@@ -160,9 +160,7 @@ def test_dependencies_with_relative_ids(herd_master: ThreadMaster) -> None:
         ("1", "depends"),
     ],
 )
-def test_bad_dependencies_are_refused(
-    herd_master: ThreadMaster, depends: Any, field: str
-) -> None:
+def test_bad_dependencies_are_refused(herd_master: ThreadMaster, depends: Any, field: str) -> None:
     c = herd_master.client()
     c.run([delay()])
     with pytest.raises(ValidationError) as err:
@@ -197,9 +195,7 @@ def test_cancel_job_waiting_for_locks(herd_master: ThreadMaster) -> None:
     assert any("cancel" in e["message"] for e in doc["log"])
     assert c.locks() == [i for i in c.locks() if not i["holders"]]
     after = c.submit([delay(lock_nodes=["n1"])])
-    assert herd_master.wait_status(after, "success")["ops"][0]["result"]["locked_nodes"] == [
-        "n1"
-    ]
+    assert herd_master.wait_status(after, "success")["ops"][0]["result"]["locked_nodes"] == ["n1"]
 
 
 def test_cancel_refused_once_finished_or_unknown(herd_master: ThreadMaster) -> None:

@@ -1,0 +1,98 @@
+"""The client library against a real master: results, errors rebuilt, reconnects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.api.client import Client
+from herd.errors import HerdError, MasterUnreachableError, NotFoundError, ValidationError
+from tests.engine.harness import ThreadMaster
+
+
+def test_no_master_is_reported_with_the_socket_path(tmp_path: Path) -> None:
+    path = str(tmp_path / "none.sock")
+    with pytest.raises(MasterUnreachableError) as err:
+        Client(path).info()
+    assert path in err.value.message
+
+
+def test_run_returns_the_result_and_feeds_the_log(herd_master: ThreadMaster) -> None:
+    seen: list[dict[str, Any]] = []
+    result = herd_master.client().run(
+        [{"op": "debug.delay", "log_messages": 3}], on_log=seen.append, priority=-10
+    )
+    assert result == {"slept": 0.0, "locked_nodes": [], "spawned": []}
+    assert [e["message"] for e in seen] == [f"delay step {i}/3" for i in (1, 2, 3)]
+
+
+def test_run_raises_the_jobs_error(herd_master: ThreadMaster) -> None:
+    with pytest.raises(HerdError, match="failed on request"):
+        herd_master.client().run([{"op": "debug.delay", "fail": True}])
+
+
+def test_wait_timeout_names_the_status(herd_master: ThreadMaster) -> None:
+    c = herd_master.client()
+    job_id = c.submit([{"op": "debug.delay", "duration": 60}])
+    with pytest.raises(HerdError) as err:
+        c.wait(job_id, timeout=0.2)
+    assert err.value.details["job_id"] == job_id
+    assert err.value.details["status"] in ("queued", "waiting", "running")
+
+
+def test_validation_errors_come_back_as_validation_errors(herd_master: ThreadMaster) -> None:
+    with pytest.raises(ValidationError) as err:
+        herd_master.client().submit([{"op": "debug.delay", "duration": "long"}])
+    assert err.value.details == {
+        "field": "ops[0].duration",
+        "value": "long",
+        "allowed": "a number from 0 to 86400",
+    }
+    assert "ops[0].duration" in err.value.message
+
+
+def test_job_listing_and_filters(herd_master: ThreadMaster) -> None:
+    c = herd_master.client()
+    ids = [c.submit([{"op": "debug.delay"}]) for _ in range(3)]
+    for job_id in ids:
+        herd_master.wait_status(job_id, "success")
+    assert [j["id"] for j in c.jobs()] == ids[::-1]
+    assert [j["id"] for j in c.jobs(limit=2)] == ids[:0:-1]
+    assert c.jobs(status="error") == []
+    with pytest.raises(ValidationError) as err:
+        c.jobs(status="done")
+    assert err.value.details["field"] == "status"
+    with pytest.raises(NotFoundError):
+        c.job(999)
+
+
+def test_state_queries(herd_master: ThreadMaster) -> None:
+    c = herd_master.client()
+    assert [n["name"] for n in c.query("nodes")] == ["n1", "n2"]
+    assert [n["name"] for n in c.query("nodes", ["n2"])] == ["n2"]
+    with pytest.raises(NotFoundError) as err:
+        c.query("nodes", ["n2", "zz"])
+    assert err.value.details["names"] == ["zz"]
+    with pytest.raises(NotFoundError):
+        c.query("cluster")
+    assert c.info()["cluster"] is None
+    assert [n["name"] for n in c.dump()["objects"]["node"]] == ["n1", "n2"]
+    delay = next(o for o in c.ops() if o["op"] == "debug.delay")
+    assert "duration" in [p["name"] for p in delay["params"]]
+
+
+def test_a_kept_alive_client_survives_a_master_restart(
+    master_factory: Callable[..., ThreadMaster],
+) -> None:
+    first = master_factory()
+    c = Client(str(first.socket))
+    c.info()
+    first.stop()
+    with pytest.raises(MasterUnreachableError):
+        c.info()
+    master_factory()
+    assert c.info()["api"] == 1
+    c.close()

@@ -1,0 +1,143 @@
+"""The HTTP server on a real Unix socket, spoken to with raw bytes where framing matters."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.api.server import Router, UnixAPIServer
+from herd.errors import ConflictError, HerdError
+from tests.engine.harness import ThreadMaster
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[UnixAPIServer]:
+    r = Router()
+    r.add("GET", "/v1/echo", lambda query, body: {"query": query}, query=("a",))
+    r.add("POST", "/v1/echo", lambda query, body: {"body": body}, body=True)
+    r.add("GET", r"/v1/item/(\d+)", lambda raw, query, body: {"id": int(raw)})
+
+    def boom(query: dict[str, str], body: Any) -> Any:
+        raise RuntimeError("kaboom")
+
+    def conflict(query: dict[str, str], body: Any) -> Any:
+        raise ConflictError("busy", thing="x")
+
+    r.add("GET", "/v1/boom", boom)
+    r.add("GET", "/v1/conflict", conflict)
+    srv = UnixAPIServer(tmp_path / "api.sock", r)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def exchange(path: Path, raw: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """Send raw request bytes, half-close, and parse every response that comes back."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(x.split(":")[1]) for x in lines if x.lower().startswith("content-length"))
+        out.append((status, json.loads(rest[:length])))
+        data = rest[length:]
+    return out
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def post(path: str, body: bytes, length: str | None = None) -> bytes:
+    size = str(len(body)) if length is None else length
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode() + body
+
+
+def test_socket_is_owner_only(server: UnixAPIServer) -> None:
+    assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: UnixAPIServer) -> None:
+    answers = exchange(server.path, get("/v1/echo?a=1") + post("/v1/echo", b'{"k": [1]}'))
+    assert answers == [(200, {"query": {"a": "1"}}), (200, {"body": {"k": [1]}})]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"),
+    [
+        (get("/v1/echo?b=2"), 400, "b"),
+        (get("/v1/item/7?x=1"), 400, "x"),
+        (post("/v1/echo", b"{not json"), 400, "body"),
+        (post("/v1/item/7", b"{}"), 400, "method"),
+        (b"GET /v1/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "body"),
+    ],
+)
+def test_bad_requests_name_the_field(
+    server: UnixAPIServer, raw: bytes, status: int, field: str
+) -> None:
+    [(code, doc)] = exchange(server.path, raw)
+    assert code == status
+    assert doc["error"]["type"] == "ValidationError"
+    assert doc["error"]["details"]["field"] == field
+    assert doc["error"]["details"]["allowed"]
+
+
+def test_unknown_path_is_404(server: UnixAPIServer) -> None:
+    [(code, doc)] = exchange(server.path, get("/v2/nothing"))
+    assert (code, doc["error"]["type"]) == (404, "NotFoundError")
+
+
+def test_bad_content_length_closes_the_connection(server: UnixAPIServer) -> None:
+    answers = exchange(server.path, post("/v1/echo", b"{}", length="-5") + get("/v1/echo"))
+    assert len(answers) == 1
+    assert answers[0][1]["error"]["details"]["field"] == "Content-Length"
+
+
+def test_errors_keep_their_class_and_status(server: UnixAPIServer) -> None:
+    [(code, doc)] = exchange(server.path, get("/v1/conflict"))
+    assert code == 409
+    err = HerdError.from_dict(doc["error"])
+    assert isinstance(err, ConflictError)
+    assert err.details == {"thing": "x"}
+
+
+def test_a_handler_bug_is_a_500_and_the_server_lives_on(server: UnixAPIServer) -> None:
+    answers = exchange(server.path, get("/v1/boom") + get("/v1/item/3"))
+    assert answers[0][0] == 500
+    assert "kaboom" in answers[0][1]["error"]["message"]
+    assert answers[1] == (200, {"id": 3})
+
+
+def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    srv = UnixAPIServer(path, Router())
+    srv.server_close()
+    assert not path.exists()
+
+
+def test_every_api_route_rejects_unknown_query_parameters(herd_master: ThreadMaster) -> None:
+    c = herd_master.client()
+    for path in ("/v1/info", "/v1/jobs", "/v1/queue", "/v1/locks", "/v1/query/nodes"):
+        with pytest.raises(HerdError) as err:
+            c.request("GET", path, query={"bogus": "1"})
+        assert err.value.details["field"] == "bogus"

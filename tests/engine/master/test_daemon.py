@@ -1,0 +1,129 @@
+"""The master as a real process: crash recovery after SIGKILL, one master per socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.api.client import Client
+from herd.errors import HerdError, MasterUnreachableError
+from herd.master.daemon import Master
+from tests.engine.harness import PATIENCE, ThreadMaster, add_nodes, poll
+
+
+class ProcessMaster:
+    """``herd master`` in its own process, started the way operators start it."""
+
+    def __init__(self, state_dir: Path, socket_path: Path) -> None:
+        self.state_dir, self.socket = state_dir, socket_path
+        env = {**os.environ, "HERD_SOCKET": str(socket_path)}
+        argv = ["master", "--state-dir", str(state_dir), "--log-level", "WARNING"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "herd.cli.main", *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        poll("the master process to answer", self._answers)
+        self.client = Client(str(socket_path), timeout=PATIENCE)
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"master exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            with Client(str(self.socket), timeout=2) as c:
+                c.info()
+        except MasterUnreachableError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(PATIENCE)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(PATIENCE)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def process_master(tmp_path: Path) -> Iterator[Callable[[], ProcessMaster]]:
+    started: list[ProcessMaster] = []
+    add_nodes(tmp_path / "state", ("n1", "n2"))
+
+    def start() -> ProcessMaster:
+        pm = ProcessMaster(tmp_path / "state", tmp_path / "master.sock")
+        started.append(pm)
+        return pm
+
+    yield start
+    for pm in started:
+        pm.stop()
+
+
+def wait_status(client: Client, job_id: int, status: str) -> dict[str, Any]:
+    return poll(
+        f"job {job_id} {status}", lambda: (d := client.job(job_id))["status"] == status and d
+    )
+
+
+def test_crash_fails_running_jobs_and_frees_their_locks(
+    process_master: Callable[[], ProcessMaster],
+) -> None:
+    first = process_master()
+    c = first.client
+    c.set_queue(1)
+    long = c.submit(
+        [{"op": "debug.delay", "duration": 600, "lock_nodes": ["n1", "n2"], "log_messages": 600}]
+    )
+    wait_status(c, long, "running")
+    poll("a log line", lambda: c.job(long)["log"])
+    behind = c.submit([{"op": "debug.delay", "duration": 0}])
+    first.kill()
+
+    second = process_master()
+    c2 = second.client
+    crashed = c2.job(long)
+    assert crashed["status"] == "error"
+    assert "restarted" in crashed["error"]["message"]
+    assert "locks were released" in crashed["error"]["message"]
+    assert crashed["ops"][0]["status"] == "error"
+    assert crashed["log"][-1]["message"] == "master restarted: job marked error"
+    assert [e["serial"] for e in crashed["log"]] == list(range(1, len(crashed["log"]) + 1))
+    wait_status(c2, behind, "success")
+    again = c2.submit([{"op": "debug.delay", "lock_nodes": ["n1", "n2"]}])
+    assert wait_status(c2, again, "success")["ops"][0]["result"]["locked_nodes"] == ["n1", "n2"]
+    assert c2.queue()["max_running"] == 1
+
+
+def test_a_second_master_on_a_live_socket_is_refused(herd_master: ThreadMaster) -> None:
+    with pytest.raises(HerdError, match="already listening"):
+        Master(herd_master.state_dir, herd_master.socket)
+    assert herd_master.client().info()["api"] == 1
+
+
+def test_nodes_in_the_store_get_locks_at_start(herd_master: ThreadMaster) -> None:
+    uuids = {n.uuid for n in herd_master.master.store.list("node")}
+    names = {(i["level"], i["name"]) for i in herd_master.client().locks()}
+    assert {("node", u) for u in uuids} <= names
+    assert {("node-res", u) for u in uuids} <= names
+
+
+def test_shutdown_stops_serving_and_removes_the_socket(herd_master: ThreadMaster) -> None:
+    herd_master.client().info()
+    herd_master.stop()
+    assert not herd_master.socket.exists()
+    with pytest.raises(MasterUnreachableError):
+        Client(str(herd_master.socket)).info()
