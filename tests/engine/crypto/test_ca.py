@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from herd.crypto.ca import CertKey, ClusterCA, verify_cert
 from herd.errors import AuthenticationError, ValidationError
 

@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from herd.crypto.files import PRIVATE_MODE, PUBLIC_MODE, write_atomic
 
 

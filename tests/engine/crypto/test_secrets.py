@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from herd.crypto.secrets import (
     MAX_AGE,
     generate_domain_secret,
@@ -17,8 +20,6 @@ from herd.crypto.secrets import (
     verify_message,
 )
 from herd.errors import AuthenticationError, HerdError, ValidationError
-from hypothesis import given
-from hypothesis import strategies as st
 
 SECRET = generate_domain_secret()
 NOW = 1_700_000_000.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
 from herd.crypto.sshkeys import fingerprint, generate_ssh_key, load_ssh_key
 from herd.errors import ValidationError
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from herd.crypto.ca import CertKey, ClusterCA
 from herd.crypto.tls import (
     ALLOWED_CIPHERS,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from herd.locking import LockManager
 
 #: Generous bound for anything that should happen "at once"; only hit when a test fails.

@@ -6,6 +6,7 @@ import random
 import threading
 
 import pytest
+
 from herd.errors import LockTimeoutError, ValidationError
 from herd.locking import BackoffPolicy, LockManager, acquire_with_backoff
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from herd.errors import ValidationError
 from herd.locking.cancel import CancelEvent, wakeable
 

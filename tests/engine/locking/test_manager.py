@@ -7,6 +7,9 @@ import time
 from collections import Counter
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from herd.errors import (
     CanceledError,
     ConflictError,
@@ -16,8 +19,6 @@ from herd.errors import (
     ValidationError,
 )
 from herd.locking import ALL, LEVELS, CancelEvent, LockManager
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import PATIENCE, Call, pending, wait_pending, wait_until
 
