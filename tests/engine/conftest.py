@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from herd.master.daemon import Master
-from tests.engine.harness import ThreadMaster, add_nodes, poll
+from tests.engine.harness import ThreadMaster, add_nodes, poll, start_thread_master
 
 
 @pytest.fixture
@@ -19,13 +17,9 @@ def master_factory(tmp_path: Path) -> Iterator[Callable[..., ThreadMaster]]:
     running: list[ThreadMaster] = []
 
     def start(nodes: tuple[str, ...] = (), max_running: int | None = None) -> ThreadMaster:
-        state, sock = tmp_path / "state", tmp_path / "master.sock"
         if nodes:
-            add_nodes(state, nodes)
-        master = Master(state, sock, max_running=max_running)
-        thread = threading.Thread(target=master.serve, daemon=True, name="test-master")
-        thread.start()
-        tm = ThreadMaster(master, thread, state, sock)
+            add_nodes(tmp_path / "state", nodes)
+        tm = start_thread_master(tmp_path, max_running)
         running.append(tm)
         return tm
 

@@ -7,6 +7,7 @@ their locks exist (lock names are node UUIDs, registered at start-up) without SS
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,11 @@ class ThreadMaster:
     socket: Path
     _clients: list[Client] = field(default_factory=list)
 
+    @functools.cached_property
+    def api(self) -> Client:
+        """One shared client for tests that talk to the master from a single thread."""
+        return self.client()
+
     def client(self) -> Client:
         """A new client (clients are one-connection, one-thread objects)."""
         c = Client(str(self.socket), timeout=PATIENCE * 2)
@@ -75,3 +81,14 @@ class ThreadMaster:
             f"job {job_id} to reach {statuses}",
             lambda: (doc := c.job(job_id))["status"] in statuses and doc,
         )
+
+
+def start_thread_master(base: Path, max_running: int | None = None) -> ThreadMaster:
+    """A master on ``base/state`` serving ``base/master.sock`` from a daemon thread."""
+    state, sock = base / "state", base / "master.sock"
+    master = Master(state, sock, max_running=max_running)
+    thread = threading.Thread(target=master.serve, daemon=True, name="test-master")
+    thread.start()
+    tm = ThreadMaster(master, thread, state, sock)
+    poll("the master to answer", lambda: tm.api.info())
+    return tm

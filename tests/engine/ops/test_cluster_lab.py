@@ -22,7 +22,7 @@ from herd.errors import (
     PrerequisiteError,
     ValidationError,
 )
-from tests.support.master import RunningMaster, start_master, stop_master
+from tests.engine.harness import ThreadMaster, start_thread_master
 
 pytestmark = pytest.mark.lab
 
@@ -36,12 +36,12 @@ def authorized_keys(node: Any) -> str:
 def cluster(
     lab_cluster: Any,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[RunningMaster, Any]]:
+) -> Iterator[tuple[ThreadMaster, Any]]:
     mp = pytest.MonkeyPatch()
     mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
-    running, thread = start_master(tmp_path_factory.mktemp("master"))
+    running = start_thread_master(tmp_path_factory.mktemp("master"))
     n1 = lab_cluster.nodes[0]
-    running.client.run(
+    running.api.run(
         [
             {
                 "op": "cluster.init",
@@ -57,36 +57,36 @@ def cluster(
     try:
         yield running, lab_cluster
     finally:
-        stop_master(running, thread)
+        running.stop()
         mp.undo()
 
 
-def run(running: RunningMaster, op: str, **params: Any) -> Any:
-    return running.client.run([{"op": op, **params}], timeout=60)
+def run(running: ThreadMaster, op: str, **params: Any) -> Any:
+    return running.api.run([{"op": op, **params}], timeout=60)
 
 
 def unchanged_after(
-    running: RunningMaster, error: type[HerdError], op: str, **params: Any
+    running: ThreadMaster, error: type[HerdError], op: str, **params: Any
 ) -> HerdError:
-    before = running.client.dump()
+    before = running.api.dump()
     with pytest.raises(error) as info:
         run(running, op, **params)
-    assert running.client.dump() == before
+    assert running.api.dump() == before
     return info.value
 
 
-def add_node(running: RunningMaster, node: Any, **extra: Any) -> Any:
+def add_node(running: ThreadMaster, node: Any, **extra: Any) -> Any:
     return run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port, **extra)
 
 
 def test_init_records_master_node_with_pinned_key_and_facts(cluster: Any) -> None:
     running, lab = cluster
     n1 = lab.nodes[0]
-    info = running.client.query("cluster")
+    info = running.api.query("cluster")
     assert info["name"] == "alpha"
     assert info["master_node"] == n1.name
     assert "domain_secret" not in info
-    (node,) = running.client.query("nodes", [n1.name])
+    (node,) = running.api.query("nodes", [n1.name])
     assert node["host_key"].split()[:2] == n1.host_key.split()[:2]
     assert node["total_memory_mib"] > 0 and node["cpus"] > 0 and node["total_disk_mib"] > 0
     assert node["master_candidate"] is True
@@ -115,7 +115,7 @@ def test_node_add_then_verify_is_clean(cluster: Any) -> None:
     for node in lab.nodes[1:]:
         result = add_node(running, node)
         assert result["changed"] is True
-    names = [n["name"] for n in running.client.query("nodes")]
+    names = [n["name"] for n in running.api.query("nodes")]
     assert names == sorted(n.name for n in lab.nodes)
     report = run(running, "cluster.verify")
     assert report["ok"], report["problems"]
@@ -181,7 +181,7 @@ def test_failed_join_rolls_back_on_the_node(cluster: Any) -> None:
     running, lab = cluster
     spare = lab.nodes[2]
     run(running, "node.remove", name=spare.name)
-    cluster_key = running.client.query("cluster")["ssh_public_key"]
+    cluster_key = running.api.query("cluster")["ssh_public_key"]
     assert cluster_key not in authorized_keys(spare)
     blocker = spare.state_dir / "crypto" / "node.key"
     blocker.mkdir(parents=True)
@@ -205,13 +205,13 @@ def test_failed_join_rolls_back_on_the_node(cluster: Any) -> None:
 def test_node_remove_drops_trust_and_refuses_master(cluster: Any) -> None:
     running, lab = cluster
     n1, n3 = lab.nodes[0], lab.nodes[2]
-    cluster_key = running.client.query("cluster")["ssh_public_key"]
+    cluster_key = running.api.query("cluster")["ssh_public_key"]
     unchanged_after(running, PrerequisiteError, "node.remove", name=n1.name)
     unchanged_after(running, ValidationError, "node.remove", name="nosuchnode")
     assert cluster_key in authorized_keys(n3)
     run(running, "node.remove", name=n3.name)
     assert cluster_key not in authorized_keys(n3)
-    assert [n["name"] for n in running.client.query("nodes")] == [n.name for n in lab.nodes[:2]]
+    assert [n["name"] for n in running.api.query("nodes")] == [n.name for n in lab.nodes[:2]]
     add_node(running, n3)
 
 
@@ -243,26 +243,26 @@ def test_groups_add_move_rename_remove(cluster: Any) -> None:
     unchanged_after(running, ConflictError, "group.add", name="rack2")
     unchanged_after(running, ValidationError, "group.add", name="rack3", alloc_policy="sometimes")
     run(running, "node.modify", name=n3.name, group="rack2")
-    assert running.client.query("nodes", [n3.name])[0]["group_name"] == "rack2"
+    assert running.api.query("nodes", [n3.name])[0]["group_name"] == "rack2"
     unchanged_after(running, PrerequisiteError, "group.remove", name="rack2")
     run(running, "group.rename", name="rack2", new_name="row2")
-    assert running.client.query("nodes", [n3.name])[0]["group_name"] == "row2"
+    assert running.api.query("nodes", [n3.name])[0]["group_name"] == "row2"
     run(running, "node.modify", name=n3.name, group="default")
     run(running, "group.remove", name="row2")
-    assert [g["name"] for g in running.client.query("nodegroups")] == ["default"]
+    assert [g["name"] for g in running.api.query("nodegroups")] == ["default"]
     unchanged_after(running, PrerequisiteError, "group.remove", name="default")
 
 
 def test_cluster_modify_and_config_restore_round_trip(cluster: Any) -> None:
     running, _ = cluster
-    saved = running.client.dump()
+    saved = running.api.dump()
     result = run(running, "cluster.modify", tags=["prod"], candidate_pool_size=3)
     assert set(result["changes"]) == {"tags", "candidate_pool_size"}
     assert run(running, "cluster.modify", tags=["prod"])["changed"] is False
     unchanged_after(running, ValidationError, "cluster.modify", enabled_hypervisors=["xen"])
     unchanged_after(running, ValidationError, "cluster.modify", drbd_port_range="20-10")
     run(running, "config.restore", data=saved)
-    restored = running.client.query("cluster")
+    restored = running.api.query("cluster")
     assert restored["tags"] == [] and restored["candidate_pool_size"] == 10
     broken = {**saved, "objects": {**saved["objects"], "node": [{"name": 5}]}}
     unchanged_after(running, ValidationError, "config.restore", data=broken)
@@ -274,7 +274,7 @@ def test_verify_and_add_report_a_dead_node(
     scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
-    running, thread = start_master(tmp_path)
+    running = start_thread_master(tmp_path)
     try:
         s1, s2 = scratch_lab.nodes
         run(
@@ -296,10 +296,10 @@ def test_verify_and_add_report_a_dead_node(
         run(running, "node.remove", name=s2.name)
         run(running, "cluster.destroy")
         with pytest.raises(HerdError):
-            running.client.query("cluster")
+            running.api.query("cluster")
         assert not (running.state_dir / "crypto").exists()
     finally:
-        stop_master(running, thread)
+        running.stop()
 
 
 def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: Any) -> None:
@@ -309,7 +309,7 @@ def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: An
     n3 = lab.nodes[2]
     run(running, "node.remove", name=n3.name)
     run(running, "group.add", name="rack9")
-    ids = running.client.submit_many(
+    ids = running.api.submit_many(
         [
             {
                 "ops": [
@@ -325,9 +325,9 @@ def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: An
             for name, group in ((n3.name, "default"), ("twin", "rack9"))
         ]
     )
-    outcomes = [running.client.wait(i, timeout=60)["status"] for i in ids]
+    outcomes = [running.api.wait(i, timeout=60)["status"] for i in ids]
     assert sorted(outcomes) == ["error", "success"]
-    (winner,) = [n for n in running.client.query("nodes") if n["primary_ip"] == n3.ip]
+    (winner,) = [n for n in running.api.query("nodes") if n["primary_ip"] == n3.ip]
     assert run(running, "cluster.verify")["ok"]
     run(running, "node.remove", name=winner["name"])
     run(running, "group.remove", name="rack9")

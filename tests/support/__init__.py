@@ -1,1 +1,0 @@
-"""Helpers shared by test modules (not fixtures: those live in conftest files)."""
