@@ -12,6 +12,8 @@ import importlib
 ACTION_MODULES = (
     "herd.node.actions.system",
     "herd.node.actions.files",
+    "herd.node.actions.storage",
+    "herd.node.actions.instance",
 )
 
 

@@ -1,0 +1,158 @@
+"""The hypervisor interface on a node, and the hvparams each hypervisor accepts.
+
+The master sends a self-contained instance spec (docs/design.md) with hvparams already
+filled cluster -> group -> instance.  Each hypervisor describes its parameters in
+``PARAMETERS`` so the master can fill defaults and refuse unknown or mistyped ones
+*before* a job runs, with a ValidationError naming the parameter and the hypervisor:
+an option silently ignored would be a VM running with settings nobody asked for.
+
+``hypervisor_for(name)`` returns the class (the master needs only ``PARAMETERS``); a node
+instantiates it with its context.  Modules in ``HYPERVISOR_MODULES`` register on import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from herd.errors import ValidationError
+from herd.node.actions.registry import NodeContext
+
+#: Modules that register hypervisors on import; kvm adds itself here.
+HYPERVISOR_MODULES = ("herd.node.hv.fake",)
+
+#: Instance names become file and process names on nodes: hostname characters only.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+@dataclass(frozen=True)
+class HvParam:
+    """One hypervisor parameter: its JSON type, default and (optionally) allowed values."""
+
+    type: type
+    default: Any
+    doc: str
+    allowed: tuple[Any, ...] | None = None
+
+    def check(self, field: str, value: Any, hypervisor: str) -> Any:
+        ok = isinstance(value, self.type) and not (
+            self.type is not bool and isinstance(value, bool)
+        )
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and (self.allowed is None or value in self.allowed):
+            return value
+        allowed = f"one of {list(self.allowed)}" if self.allowed else self.type.__name__
+        raise ValidationError(field, value, f"{allowed} (hypervisor {hypervisor})")
+
+
+class Hypervisor(ABC):
+    """What a hypervisor must do on a node.  Every call is idempotent and says ``changed``."""
+
+    name: ClassVar[str]
+    PARAMETERS: ClassVar[Mapping[str, HvParam]]
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    @classmethod
+    def fill_hvparams(cls, hvparams: Mapping[str, Any], field: str = "hvparams") -> dict[str, Any]:
+        """Defaults plus ``hvparams``, each checked; unknown names are refused, not ignored."""
+        filled = {key: p.default for key, p in cls.PARAMETERS.items()}
+        for key, value in hvparams.items():
+            param = cls.PARAMETERS.get(key)
+            if param is None:
+                raise ValidationError(
+                    f"{field}.{key}",
+                    value,
+                    f"one of {sorted(cls.PARAMETERS)}",
+                    f"hypervisor {cls.name} does not support parameter '{key}'",
+                )
+            filled[key] = param.check(f"{field}.{key}", value, cls.name)
+        return filled
+
+    @abstractmethod
+    def start(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+        """Run the instance; already running with the same spec is ``changed: False``."""
+
+    @abstractmethod
+    def stop(self, name: str, timeout: float, force: bool) -> dict[str, Any]:
+        """Shut down (ACPI, then kill after ``timeout``; at once if ``force``); reports how."""
+
+    @abstractmethod
+    def reboot(self, name: str, hard: bool) -> dict[str, Any]:
+        """Soft: the guest reboots itself; hard: the hypervisor restarts it."""
+
+    @abstractmethod
+    def info(self, name: str) -> dict[str, Any] | None:
+        """``{name, state, pid, memory, vcpus, …}`` or None if the instance is not here."""
+
+    @abstractmethod
+    def list(self) -> list[dict[str, Any]]:
+        """``info`` of every instance this hypervisor knows on the node."""
+
+    @abstractmethod
+    def console(self, name: str) -> dict[str, Any]:
+        """How to reach the console: ``{kind, …}`` (message, serial socket, vnc …)."""
+
+    @abstractmethod
+    def migration_accept(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+        """Target side: prepare to receive the instance; returns ``{port, …}``."""
+
+    @abstractmethod
+    def migrate(self, name: str, target_ip: str, port: int, live: bool) -> dict[str, Any]:
+        """Source side: send the instance; the source stops only once the target confirms."""
+
+    @abstractmethod
+    def migration_finish(self, name: str, success: bool) -> dict[str, Any]:
+        """Both sides: resume on the target or clean up, depending on ``success``."""
+
+
+def check_name(name: Any, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValidationError(field, name, f"an instance name matching {NAME_RE.pattern}")
+    return name
+
+
+def check_spec(spec: Any, hypervisor: type[Hypervisor]) -> dict[str, Any]:
+    """The spec with hvparams filled and checked against ``hypervisor``; names bad fields."""
+    if not isinstance(spec, dict):
+        raise ValidationError("spec", spec, "an instance spec object")
+    check_name(spec.get("name"), "spec.name")
+    if spec.get("hypervisor") != hypervisor.name:
+        raise ValidationError("spec.hypervisor", spec.get("hypervisor"), hypervisor.name)
+    for key in ("hvparams", "beparams"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise ValidationError(f"spec.{key}", spec.get(key), "an object")
+    if not isinstance(spec.get("disks", []), list):
+        raise ValidationError("spec.disks", spec.get("disks"), "a list of disk specs")
+    for key in ("memory", "vcpus"):
+        value = spec.get("beparams", {}).get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValidationError(f"spec.beparams.{key}", value, "a positive integer")
+    hvparams = hypervisor.fill_hvparams(spec.get("hvparams", {}), "spec.hvparams")
+    return {**spec, "hvparams": hvparams}
+
+
+_HYPERVISORS: dict[str, type[Hypervisor]] = {}
+
+
+def register_hypervisor(cls: type[Hypervisor]) -> type[Hypervisor]:
+    """Class decorator: make ``cls`` the implementation of hypervisor ``cls.name``."""
+    if cls.name in _HYPERVISORS:
+        raise ValueError(f"hypervisor {cls.name!r} registered twice")
+    _HYPERVISORS[cls.name] = cls
+    return cls
+
+
+def hypervisor_for(name: str) -> type[Hypervisor]:
+    """The class for hypervisor ``name``; a ValidationError lists those that exist."""
+    for module in HYPERVISOR_MODULES:
+        importlib.import_module(module)
+    if name not in _HYPERVISORS:
+        raise ValidationError("hypervisor", name, f"one of {sorted(_HYPERVISORS)}")
+    return _HYPERVISORS[name]
