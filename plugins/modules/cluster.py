@@ -57,6 +57,17 @@ options:
       - Secondary (replication network) IP address of the master node. Only used when the
         cluster is initialised.
     type: str
+  ssh_port:
+    description:
+      - SSH port of the master node. Only used when the cluster is initialised; the master
+        uses port 22 when not set.
+    type: int
+  host_key:
+    description:
+      - SSH host key of the master node, V(type base64) as in C(known_hosts), to pin instead
+        of trusting the key presented at first contact. Only used when the cluster is
+        initialised.
+    type: str
   enabled_hypervisors:
     description:
       - Hypervisors instances may use; the first one is the default.
@@ -205,7 +216,7 @@ MODIFY_FIELDS = (
     "tags",
 )
 #: Options only cluster.init accepts.
-INIT_FIELDS = ("master_node", "primary_ip", "secondary_ip")
+INIT_FIELDS = ("master_node", "primary_ip", "secondary_ip", "ssh_port", "host_key")
 #: List options whose order carries no meaning.
 UNORDERED_FIELDS = ("tags", "compression_tools")
 
@@ -217,6 +228,15 @@ def _refuse(field: str, have: Any, want: Any) -> HerdApiError:
         f"change a cluster's {field}",
         {"field": field, "value": want},
     )
+
+
+def comparable(cluster: dict[str, Any]) -> dict[str, Any]:
+    """The cluster as tasks declare it: the master reports the DRBD port range as a pair,
+    tasks write it as ``first-last``; without this every run would report a change."""
+    ports = cluster.get("drbd_port_range")
+    if isinstance(ports, list) and len(ports) == 2:
+        return dict(cluster, drbd_port_range=f"{ports[0]}-{ports[1]}")
+    return cluster
 
 
 def plan(
@@ -249,7 +269,7 @@ def plan(
     master = params.get("master_node")
     if master and current.get("master_node") != master:
         raise _refuse("master_node", current.get("master_node"), master)
-    changes = diff_fields(current, declared, UNORDERED_FIELDS)
+    changes = diff_fields(comparable(current), declared, UNORDERED_FIELDS)
     if not changes:
         return [], {}
     modify = {field: pair[1] for field, pair in changes.items()}
@@ -276,6 +296,8 @@ def main() -> None:
             "master_node": {"type": "str"},
             "primary_ip": {"type": "str"},
             "secondary_ip": {"type": "str"},
+            "ssh_port": {"type": "int"},
+            "host_key": {"type": "str", "no_log": False},
             "enabled_hypervisors": {"type": "list", "elements": "str", "choices": ["kvm", "fake"]},
             "enabled_disk_templates": {
                 "type": "list",

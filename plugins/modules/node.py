@@ -55,6 +55,13 @@ options:
       - SSH port of the node. Only used when the node is added; the task fails if an
         existing node has a different one. The master uses port 22 when not set.
     type: int
+  host_key:
+    description:
+      - SSH host key of the node, V(type base64) as in C(known_hosts) (a trailing comment is
+        ignored). The master pins it when adding the node and refuses a host presenting
+        another key; without it the key presented at first contact is pinned.
+      - The task fails if an existing node has a different pinned key.
+    type: str
   group:
     description:
       - Name of the node group the node belongs to. Changing it moves the node.
@@ -156,11 +163,26 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
 
 #: Options node.add accepts.
-ADD_FIELDS = ("primary_ip", "secondary_ip", "group", "master_candidate", "ssh_port", "tags")
+ADD_FIELDS = (
+    "primary_ip",
+    "secondary_ip",
+    "group",
+    "master_candidate",
+    "ssh_port",
+    "host_key",
+    "tags",
+)
 #: Options node.modify accepts.
 MODIFY_FIELDS = ("drained", "offline", "master_candidate", "group", "secondary_ip", "tags")
 #: Options that cannot change once a node is in the cluster.
-FIXED_FIELDS = ("primary_ip", "ssh_port")
+FIXED_FIELDS = ("primary_ip", "ssh_port", "host_key")
+
+
+def key_id(line: Any) -> Any:
+    """A host key line without its comment: the part that identifies the key."""
+    if not isinstance(line, str):
+        return line
+    return " ".join(line.split()[:2])
 
 
 def plan(
@@ -183,8 +205,11 @@ def plan(
             ops.append({"op": "node.modify", "name": name, **flags})
         return ops, {"before": {}, "after": {"name": name, **add, **flags}}
     # The API names the group by uuid in "group" and by name in "group_name"; tasks use names.
-    view = dict(current, group=current.get("group_name"))
-    fixed = diff_fields(view, declared_only(params, FIXED_FIELDS))
+    view = dict(current, group=current.get("group_name"), host_key=key_id(current.get("host_key")))
+    declared_fixed = declared_only(params, FIXED_FIELDS)
+    if "host_key" in declared_fixed:
+        declared_fixed["host_key"] = key_id(declared_fixed["host_key"])
+    fixed = diff_fields(view, declared_fixed)
     if fixed:
         field, (before, after) = next(iter(fixed.items()))
         raise HerdApiError(
@@ -221,6 +246,7 @@ def main() -> None:
             "primary_ip": {"type": "str"},
             "secondary_ip": {"type": "str"},
             "ssh_port": {"type": "int"},
+            "host_key": {"type": "str", "no_log": False},
             "group": {"type": "str"},
             "master_candidate": {"type": "bool"},
             "drained": {"type": "bool"},

@@ -20,6 +20,7 @@ CLUSTER = {
     "candidate_pool_size": 10,
     "compression_tools": ["gzip", "lz4"],
     "nicparams": {"link": "br0", "mode": "bridged"},
+    "drbd_port_range": [11000, 14999],
     "tags": [],
 }
 
@@ -49,6 +50,23 @@ def test_modify_only_differences() -> None:
         }
     ]
     assert diff["before"] == {"candidate_pool_size": 10, "nicparams": CLUSTER["nicparams"]}
+
+
+def test_drbd_port_range_is_compared_as_the_master_reports_it() -> None:
+    assert plan(CLUSTER, params(drbd_port_range="11000-14999")) == ([], {})
+    ops, diff = plan(CLUSTER, params(drbd_port_range="12000-12999"))
+    assert ops == [{"op": "cluster.modify", "drbd_port_range": "12000-12999"}]
+    assert diff == {
+        "before": {"drbd_port_range": "11000-14999"},
+        "after": {"drbd_port_range": "12000-12999"},
+    }
+
+
+def test_init_only_fields_reach_init_and_are_ignored_afterwards() -> None:
+    init = params(master_node="n1", ssh_port=2222, host_key="ssh-ed25519 AAAA")
+    ops, _ = plan(None, init)
+    assert ops[0]["ssh_port"] == 2222 and ops[0]["host_key"] == "ssh-ed25519 AAAA"
+    assert plan(CLUSTER, init) == ([], {})
 
 
 def test_other_cluster_or_master_is_refused() -> None:

@@ -18,6 +18,7 @@ NODE = {
     "drained": False,
     "offline": False,
     "ssh_port": 22,
+    "host_key": "ssh-ed25519 AAAAkey1 root@n2",
     "tags": ["rack1"],
 }
 
@@ -28,6 +29,7 @@ def params(**given: Any) -> dict[str, Any]:
             "primary_ip",
             "secondary_ip",
             "ssh_port",
+            "host_key",
             "group",
             "master_candidate",
             "drained",
@@ -72,6 +74,16 @@ def test_group_is_compared_by_name_and_only_differences_are_sent() -> None:
 def test_fixed_field_change_fails_instead_of_being_ignored() -> None:
     with pytest.raises(HerdApiError, match="remove and re-add"):
         plan(NODE, params(primary_ip="192.0.2.99"))
+
+
+def test_host_key_is_compared_without_its_comment() -> None:
+    assert plan(NODE, params(host_key="ssh-ed25519 AAAAkey1")) == ([], {})
+    with pytest.raises(HerdApiError, match="host_key"):
+        plan(NODE, params(host_key="ssh-ed25519 AAAAkey2 root@n2"))
+    ops, _ = plan(None, params(host_key="ssh-ed25519 AAAAkey1", ssh_port=2222))
+    assert ops == [
+        {"op": "node.add", "name": "n2", "ssh_port": 2222, "host_key": "ssh-ed25519 AAAAkey1"}
+    ]
 
 
 def test_absent() -> None:
