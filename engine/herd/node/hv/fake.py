@@ -117,10 +117,12 @@ class FakeHypervisor(Hypervisor):
         if state is None:
             return None
         guest = self._guest(name)
+        # A migrated-away source has no process by design; only a live status can crash.
+        gone = state["status"] != "migrated" and not _alive(state)
         return {
             "name": name,
             "hypervisor": self.name,
-            "state": state["status"] if _alive(state) else "crashed",
+            "state": "crashed" if gone else state["status"],
             "pid": state["pid"],
             "memory": state["spec"]["beparams"]["memory"],
             "vcpus": state["spec"]["beparams"]["vcpus"],
