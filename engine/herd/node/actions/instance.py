@@ -13,7 +13,7 @@ from typing import Any
 
 from herd.errors import ValidationError
 from herd.node.actions.registry import NodeContext, action
-from herd.node.hv.base import Hypervisor, hypervisor_for
+from herd.node.hv.base import Hypervisor, check_spec, hypervisor_for
 from herd.node.storage.base import DiskSpec, backend_for
 
 
@@ -41,6 +41,7 @@ def instance_start(
 ) -> dict[str, Any]:
     """Run the instance; already running with this spec is ``changed: False``."""
     hv = _hv(ctx, spec.get("hypervisor"))
+    spec = check_spec(spec, type(hv))  # refuse a bad spec before touching any disk
     return hv.start(spec, assemble_disks(ctx, spec) if disk_paths is None else disk_paths)
 
 
@@ -83,6 +84,7 @@ def instance_migration_accept(
 ) -> dict[str, Any]:
     """Target side: wait for the instance; returns the ``port`` the source must send to."""
     hv = _hv(ctx, spec.get("hypervisor"))
+    spec = check_spec(spec, type(hv))
     paths = assemble_disks(ctx, spec) if disk_paths is None else disk_paths
     return hv.migration_accept(spec, paths)
 
