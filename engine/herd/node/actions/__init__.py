@@ -12,6 +12,7 @@ import importlib
 ACTION_MODULES = (
     "herd.node.actions.system",
     "herd.node.actions.files",
+    "herd.node.actions.osinstall",
     "herd.node.actions.storage",
     "herd.node.actions.instance",
 )
