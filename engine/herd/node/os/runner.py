@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -121,6 +121,14 @@ def run_script(
         for t in threads:
             t.join()
         predicted = _read_size(size_r) if size_fd else None
+    broken = [exc for pump in pumps for exc in pump.errors]
+    if broken and code == 0:
+        raise NodeError(
+            f"OS {definition.name} {script} stream failed: {broken[0]}",
+            os=definition.name,
+            script=script,
+            log=str(log),
+        )
     if code != 0:
         raise NodeError(
             f"OS {definition.name} {script} script failed with exit code {code}; "
@@ -156,14 +164,18 @@ class _Pump:
     src: IO[bytes]
     dst: IO[bytes]
     ours: IO[bytes]
+    #: What broke the copy on the caller's side; a script that stops reading is not it.
+    errors: list[Exception] = field(default_factory=list)
 
     def run(self) -> None:
         try:
             shutil.copyfileobj(self.src, self.dst, CHUNK)
         except BrokenPipeError:
             pass
+        except (OSError, ValueError) as exc:
+            self.errors.append(exc)
         finally:
-            with contextlib.suppress(BrokenPipeError):
+            with contextlib.suppress(OSError):
                 self.ours.close()
 
 

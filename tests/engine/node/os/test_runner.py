@@ -111,3 +111,18 @@ def test_a_script_that_stops_reading_early_does_not_hang(tmp_path: Path) -> None
 
 def test_log_tail_of_a_missing_log_is_empty(tmp_path: Path) -> None:
     assert log_tail(tmp_path / "nope.log") == ""
+
+
+def test_a_broken_destination_fails_the_export(tmp_path: Path) -> None:
+    d = load_os(make_os(tmp_path, "cat", scripts={"export": "head -c 100000 /dev/zero"}))
+
+    class Full(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(NodeError) as err:
+        run_script(d, "export", {}, tmp_path / "l.log", 30, stdout=Full())  # type: ignore[arg-type]
+    assert "No space left" in str(err.value)
