@@ -24,6 +24,19 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
 )
 
 
+def job_changed(job: dict[str, Any]) -> bool:
+    """Whether a job that ended in error changed the cluster.
+
+    A failing op is rolled back by the master, so only the ops that succeeded before it
+    count; a job refused at its first op (unknown group, say) changed nothing and the
+    task must not claim otherwise.
+    """
+    return any(
+        op.get("status") == "success" and bool((op.get("result") or {}).get("changed"))
+        for op in job.get("ops") or []
+    )
+
+
 class HerdModule:
     """An AnsibleModule bound to a HerdClient, with the job-submission policy of the collection."""
 
@@ -55,6 +68,8 @@ class HerdModule:
         extra: dict[str, Any] = {}
         if isinstance(exc, (HerdJobFailed, HerdJobTimeout)):
             extra["job"] = exc.job
+        if isinstance(exc, HerdJobFailed):
+            self.changed = job_changed(exc.job)
         self.module.fail_json(
             msg=str(exc),
             error=exc.to_dict(),
@@ -72,11 +87,13 @@ class HerdModule:
         """
         if not ops:
             return False
-        self.changed = True
         if self.module.check_mode:
+            self.changed = True
             return False
         reason = [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
         job_id = self.client.submit(ops, reason)
+        # Only an accepted job can change anything: a refused submission fails unchanged.
+        self.changed = True
         self.job_ids.append(job_id)
         if not self.params["wait"]:
             return False

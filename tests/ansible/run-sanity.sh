@@ -11,7 +11,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/herd/cluster"
 mkdir -p "$dest"
-cp -a "$repo/galaxy.yml" "$repo/meta" "$repo/plugins" "$dest/"
+cp -a "$repo/galaxy.yml" "$repo/meta" "$repo/plugins" "$repo/roles" "$repo/playbooks" "$dest/"
 if [ -f "$repo/README.md" ]; then cp -a "$repo/README.md" "$dest/"; fi
 # validate-modules insists on a GPLv3 header; the collection is Apache-2.0. ansible-test reads
 # ignores per ansible-core version, so the one list is installed under this version's name.

@@ -211,6 +211,7 @@ def test_bad_input_fails_naming_the_field_and_changes_nothing(
     run = modules_play(collections, module_env, f"bad-{field}", **extravars)
     assert run.rc != 0 and run.failed_tasks == [task]
     assert field in run.result(task)["msg"]
+    assert run.result(task)["changed"] is False
     assert running.api.dump() == before
 
 

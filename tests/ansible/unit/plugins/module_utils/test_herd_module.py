@@ -16,10 +16,11 @@ OPS = [{"op": "node.modify", "name": "n1", "drained": True}]
 
 
 class RecordingClient:
-    def __init__(self, job_status: str = "success") -> None:
+    def __init__(self, job_status: str = "success", op_results: list[Any] | None = None) -> None:
         self.submitted: list[tuple[list[dict[str, Any]], list[list[Any]]]] = []
         self.waited: list[int] = []
         self.job_status = job_status
+        self.op_results = op_results or []
 
     def submit(self, ops: list[dict[str, Any]], reason: list[list[Any]]) -> int:
         self.submitted.append((ops, reason))
@@ -28,7 +29,7 @@ class RecordingClient:
     def wait(self, job_id: int, timeout: float, on_log: Any) -> dict[str, Any]:
         self.waited.append(job_id)
         on_log({"serial": 1, "message": "draining"})
-        job = {"id": job_id, "status": self.job_status, "error": None}
+        job = {"id": job_id, "status": self.job_status, "error": None, "ops": self.op_results}
         if self.job_status != "success":
             job["error"] = {"type": "NodeError", "message": "n1 unreachable", "details": {}}
             raise HerdJobFailed(job)
@@ -81,6 +82,18 @@ def test_failed_job_fails_the_task_with_job_details(capsys: pytest.CaptureFixtur
     assert result["msg"] == "NodeError: job 42 error: n1 unreachable"
     assert result["job_ids"] == [42]
     assert result["job"]["status"] == "error"
+    assert result["changed"] is False
+
+
+def test_failed_job_is_changed_when_an_earlier_op_changed_something(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ops = [
+        {"op": "node.add", "status": "success", "result": {"changed": True}},
+        {"op": "node.modify", "status": "error", "result": None},
+    ]
+    result = run_module(capsys, RecordingClient(job_status="error", op_results=ops))
+    assert (result["failed"], result["changed"]) == (True, True)
 
 
 def test_client_errors_fail_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
