@@ -15,6 +15,7 @@ ACTION_MODULES = (
     "herd.node.actions.osinstall",
     "herd.node.actions.storage",
     "herd.node.actions.instance",
+    "herd.node.actions.drbd",
 )
 
 

@@ -23,7 +23,11 @@ from herd.errors import ValidationError
 from herd.node.actions.registry import NodeContext
 
 #: Modules that register backends on import; plain and drbd add themselves here.
-BACKEND_MODULES = ("herd.node.storage.file",)
+BACKEND_MODULES = (
+    "herd.node.storage.file",
+    "herd.node.storage.plain",
+    "herd.node.storage.drbd",
+)
 
 DISK_MODES = ("rw", "ro")
 
