@@ -23,7 +23,7 @@ from herd.config.params import fill_params
 from herd.errors import ValidationError
 
 #: Storage pool each disk template draws from on a node; plain and drbd share the VG.
-POOLS: dict[str, str] = {"drbd": "lvm", "plain": "lvm", "file": "file"}
+POOLS: dict[str, str] = {"drbd": "lvm", "plain": "lvm", "file": "file", "sharedfile": "sharedfile"}
 #: Templates that need no node-local space at all.
 POOL_FREE_TEMPLATES = frozenset({"diskless"})
 #: Templates that replicate to a secondary node (and so need two nodes in one group).

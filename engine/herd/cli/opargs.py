@@ -62,6 +62,11 @@ def convert(p: Param, raw: str) -> Any:
             return int(raw)
         if p.type is float:
             return float(raw)
+        if p.type is list and raw.lstrip().startswith("["):
+            value = json.loads(raw)
+            if not isinstance(value, list):
+                raise ValueError("not a list")
+            return value
         if p.type is list:
             items = [i for i in raw.split(",") if i != ""]
             return (

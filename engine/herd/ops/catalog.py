@@ -1,3 +1,13 @@
 """Importing this module registers every op; add each new op module here."""
 
-from herd.ops import cluster, config_restore, debug, group, node  # noqa: F401
+from herd.ops import (  # noqa: F401
+    cluster,
+    config_restore,
+    debug,
+    group,
+    instance_add,
+    instance_lifecycle,
+    instance_migrate,
+    instance_modify,
+    node,
+)

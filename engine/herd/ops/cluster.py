@@ -19,7 +19,7 @@ from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.params import Param, check_name, check_port_range
 
 HYPERVISORS = ("kvm", "fake")
-DISK_TEMPLATES = ("file", "plain", "drbd")
+DISK_TEMPLATES = ("file", "sharedfile", "plain", "drbd")
 BUILTIN_COMPRESSION = ("none", "gzip", "gzip-fast", "gzip-slow", "lzop", "zstd", "zstd-fast", "lz4")
 DEFAULT_GROUP = "default"
 MAX_CLOCK_SKEW = 5.0

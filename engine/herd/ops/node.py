@@ -8,7 +8,7 @@ from herd.config.model import Node
 from herd.crypto.ca import ClusterCA
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops import nodejoin
-from herd.ops.base import LockSpec, Op, OpContext, register
+from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.cluster import DEFAULT_GROUP, cluster_of, validate_group_ref
 from herd.ops.params import Param, check_ip
 
@@ -38,13 +38,16 @@ class NodeAdd(Op):
     )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
+        # Every group, exclusively: two adds of one host must not overlap, or the loser's
+        # rollback would delete the certificates the winner just installed there.
         if level == "nodegroup":
-            return LockSpec((validate_group_ref(ctx, self.params["group"]).uuid,))
+            return LockSpec(ALL_LOCKS)
         return super().declare_locks(level, ctx)
 
     def check(self, ctx: OpContext) -> None:
         p = self.params
         cluster_of(ctx)
+        validate_group_ref(ctx, p["group"])
         self.primary_ip = nodejoin.resolve_ip(p["name"], p["primary_ip"])
         self.secondary_ip = p["secondary_ip"] or self.primary_ip
         nodejoin.check_unique(

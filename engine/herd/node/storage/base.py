@@ -25,6 +25,7 @@ from herd.node.actions.registry import NodeContext
 #: Modules that register backends on import; plain and drbd add themselves here.
 BACKEND_MODULES = (
     "herd.node.storage.file",
+    "herd.node.storage.sharedfile",
     "herd.node.storage.plain",
     "herd.node.storage.drbd",
 )

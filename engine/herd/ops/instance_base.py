@@ -1,0 +1,95 @@
+"""Shared shape of ops on an existing instance: which locks, how disks come up and down."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from herd.config.model import Instance, Node
+from herd.errors import PrerequisiteError
+from herd.ops.base import LockSpec, Op, OpContext
+from herd.ops.instance_common import disk_arg, get_instance, instance_nodes, instance_spec
+from herd.ops.params import Param, check_name
+
+SHUTDOWN_TIMEOUT = Param(
+    "shutdown_timeout",
+    float,
+    default=120.0,
+    minimum=0,
+    maximum=3600,
+    doc="seconds to wait for a clean (ACPI) shutdown before forcing it off",
+)
+
+
+def instance_name_param() -> Param:
+    return Param(
+        "name", str, required=True, check=check_name, cli_positional=True, doc="instance name"
+    )
+
+
+class InstanceOp(Op):
+    """Locks the instance exclusively, then its nodes (and any extra target nodes)."""
+
+    NODE_LOCKS_SHARED: ClassVar[bool] = False
+
+    def extra_nodes(self, ctx: OpContext, inst: Instance) -> list[str]:
+        """Node uuids beyond the instance's own that the op will touch (migration targets)."""
+        return []
+
+    def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
+        inst = get_instance(ctx, self.params["name"])
+        if level == "instance":
+            return LockSpec((inst.uuid,))
+        if level in ("node", "node-res"):
+            nodes = sorted(set(instance_nodes(inst)) | set(self.extra_nodes(ctx, inst)))
+            return LockSpec(tuple(nodes), shared=self.NODE_LOCKS_SHARED and level == "node")
+        return super().declare_locks(level, ctx)
+
+    def instance(self, ctx: OpContext) -> Instance:
+        return get_instance(ctx, self.params["name"])
+
+    def primary(self, ctx: OpContext, inst: Instance) -> Node:
+        return ctx.store.get("node", inst.primary_node)
+
+
+def require_online(node: Node, what: str) -> None:
+    if node.offline:
+        raise PrerequisiteError(f"node {node.name} is offline: cannot {what}", node=node.name)
+
+
+def assemble_disks(ctx: OpContext, inst: Instance, node: Node) -> list[str]:
+    """Make every disk usable on ``node`` and return the paths the hypervisor opens."""
+    return [
+        ctx.services.call(node, "disk_assemble", {"disk": disk_arg(inst, i, d)})["path"]
+        for i, d in enumerate(inst.disks)
+    ]
+
+
+def shutdown_disks(ctx: OpContext, inst: Instance, node: Node) -> None:
+    for i, disk in enumerate(inst.disks):
+        ctx.services.call(node, "disk_shutdown", {"disk": disk_arg(inst, i, disk)})
+
+
+def start_on(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any]:
+    paths = assemble_disks(ctx, inst, node)
+    return ctx.services.call(
+        node, "instance_start", {"spec": instance_spec(ctx, inst), "disk_paths": paths}, timeout=600
+    )
+
+
+def runtime_state(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any] | None:
+    """What the hypervisor on ``node`` says about the instance, None if it is not there."""
+    if node.offline:
+        return None
+    answer = ctx.services.call(
+        node, "instance_info", {"name": inst.name, "hypervisor": inst.hypervisor}
+    )
+    return answer.get("instance")
+
+
+def set_admin_state(ctx: OpContext, inst: Instance, state: str) -> bool:
+    if inst.admin_state == state:
+        return False
+    inst.admin_state = state
+    with ctx.store.transaction() as txn:
+        txn.update(inst)
+    return True

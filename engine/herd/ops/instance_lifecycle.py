@@ -1,0 +1,260 @@
+"""Start, stop, reboot, remove, rename and reinstall an instance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herd.errors import PrerequisiteError
+from herd.ops.base import OpContext, register
+from herd.ops.instance_base import (
+    SHUTDOWN_TIMEOUT,
+    InstanceOp,
+    assemble_disks,
+    instance_name_param,
+    require_online,
+    runtime_state,
+    set_admin_state,
+    shutdown_disks,
+    start_on,
+)
+from herd.ops.instance_common import disk_arg, instance_spec
+from herd.ops.params import Param, check_name
+
+
+@register
+class InstanceStart(InstanceOp):
+    OP_ID = "instance.start"
+    SUMMARY = "Start an instance on its primary node"
+    NODE_LOCKS_SHARED = True
+    PARAMS = (instance_name_param(),)
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        node = self.primary(ctx, inst)
+        require_online(node, "start instances")
+        state = runtime_state(ctx, inst, node)
+        changed = set_admin_state(ctx, inst, "up")
+        if state and state.get("state") == "running":
+            return {"changed": changed, "state": "running"}
+        result = start_on(ctx, inst, node)
+        ctx.log(f"instance {inst.name} started on {node.name}")
+        return {
+            "changed": True,
+            "state": "running",
+            "node": node.name,
+            "console": result.get("console"),
+        }
+
+
+@register
+class InstanceStop(InstanceOp):
+    OP_ID = "instance.stop"
+    SUMMARY = "Stop an instance: ACPI shutdown, then forced off after the timeout"
+    NODE_LOCKS_SHARED = True
+    PARAMS = (instance_name_param(), SHUTDOWN_TIMEOUT)
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        node = self.primary(ctx, inst)
+        changed = set_admin_state(ctx, inst, "down")
+        if node.offline:
+            ctx.log(f"node {node.name} is offline: instance only marked down", "warning")
+            return {"changed": changed, "state": "unknown"}
+        result = ctx.services.call(
+            node,
+            "instance_stop",
+            {
+                "name": inst.name,
+                "hypervisor": inst.hypervisor,
+                "timeout": self.params["shutdown_timeout"],
+                "force": False,
+            },
+            timeout=self.params["shutdown_timeout"] + 60,
+        )
+        shutdown_disks(ctx, inst, node)
+        how = result.get("method", "stopped")
+        if result.get("changed"):
+            ctx.log(f"instance {inst.name} stopped on {node.name} ({how})")
+        return {
+            "changed": changed or bool(result.get("changed")),
+            "state": "stopped",
+            "method": how,
+        }
+
+
+@register
+class InstanceReboot(InstanceOp):
+    OP_ID = "instance.reboot"
+    SUMMARY = "Reboot an instance: soft (inside the guest) or hard (restart the VM process)"
+    NODE_LOCKS_SHARED = True
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "type",
+            str,
+            default="soft",
+            choices=("soft", "hard"),
+            doc="soft: the guest reboots itself; hard: the VM process is restarted",
+        ),
+    )
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        node = self.primary(ctx, inst)
+        require_online(node, "reboot instances")
+        state = runtime_state(ctx, inst, node)
+        if not state or state.get("state") != "running":
+            raise PrerequisiteError(
+                f"instance {inst.name} is not running on {node.name}; start it instead",
+                instance=inst.name,
+            )
+        ctx.services.call(
+            node,
+            "instance_reboot",
+            {
+                "name": inst.name,
+                "hypervisor": inst.hypervisor,
+                "hard": self.params["type"] == "hard",
+            },
+            timeout=300,
+        )
+        return {"changed": True, "type": self.params["type"]}
+
+
+@register
+class InstanceRemove(InstanceOp):
+    OP_ID = "instance.remove"
+    SUMMARY = "Stop an instance, remove its disks from every node and forget it"
+    PARAMS = (
+        instance_name_param(),
+        SHUTDOWN_TIMEOUT,
+        Param(
+            "ignore_failures",
+            bool,
+            default=False,
+            doc="remove from the config even if a node cannot clean up (dead node)",
+        ),
+    )
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        problems = []
+        for uuid in [inst.primary_node, *inst.secondary_nodes]:
+            node = ctx.store.get("node", uuid)
+            try:
+                require_online(node, "clean up")
+                if uuid == inst.primary_node:
+                    ctx.services.call(
+                        node,
+                        "instance_stop",
+                        {
+                            "name": inst.name,
+                            "hypervisor": inst.hypervisor,
+                            "timeout": self.params["shutdown_timeout"],
+                            "force": False,
+                        },
+                        timeout=self.params["shutdown_timeout"] + 60,
+                    )
+                for i, disk in enumerate(inst.disks):
+                    ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, i, disk)})
+            except PrerequisiteError as exc:
+                problems.append(exc.message)
+            except Exception as exc:
+                if not self.params["ignore_failures"]:
+                    raise
+                problems.append(f"{node.name}: {exc}")
+        with ctx.store.transaction() as txn:
+            txn.delete(txn.get("instance", inst.uuid))
+        ctx.locks.unregister("instance", [inst.uuid], owner=ctx.owner)
+        for problem in problems:
+            ctx.log(f"left behind: {problem}", "warning")
+        return {"changed": True, "instance": inst.name, "cleanup_problems": problems}
+
+
+def require_stopped(ctx: OpContext, op: InstanceOp) -> None:
+    inst = op.instance(ctx)
+    node = op.primary(ctx, inst)
+    require_online(node, "change the instance's OS")
+    state = runtime_state(ctx, inst, node)
+    if inst.admin_state == "up" or (state and state.get("state") == "running"):
+        raise PrerequisiteError(
+            f"instance {inst.name} is running: stop it first", instance=inst.name
+        )
+
+
+@register
+class InstanceRename(InstanceOp):
+    OP_ID = "instance.rename"
+    SUMMARY = "Rename a stopped instance (the OS rename script runs on its disks)"
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "new_name",
+            str,
+            required=True,
+            check=check_name,
+            cli_positional=True,
+            doc="the new name",
+        ),
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        require_stopped(ctx, self)
+        if ctx.store.find("instance", self.params["new_name"]) is not None:
+            raise PrerequisiteError(
+                f"instance {self.params['new_name']} already exists", field="new_name"
+            )
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        node = self.primary(ctx, inst)
+        old = inst.name
+        inst.name = self.params["new_name"]
+        with ctx.store.transaction() as txn:
+            txn.update(inst)
+        if inst.os:
+            paths = assemble_disks(ctx, inst, node)
+            ctx.services.call(
+                node,
+                "os_rename",
+                {"spec": instance_spec(ctx, inst), "old_name": old, "disk_paths": paths},
+                timeout=600,
+            )
+            shutdown_disks(ctx, inst, node)
+        return {"changed": True, "instance": inst.name, "old_name": old}
+
+
+@register
+class InstanceReinstall(InstanceOp):
+    OP_ID = "instance.reinstall"
+    SUMMARY = "Run the OS create script again on a stopped instance's disks"
+    PARAMS = (
+        instance_name_param(),
+        Param("os", str, doc="install this OS (os+variant) instead of the current one"),
+        Param("osparams", dict, doc="OS parameters replacing the current ones"),
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        require_stopped(ctx, self)
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        node = self.primary(ctx, inst)
+        if self.params["os"] is not None or self.params["osparams"] is not None:
+            inst.os = self.params["os"] or inst.os
+            inst.osparams = (
+                self.params["osparams"] if self.params["osparams"] is not None else inst.osparams
+            )
+            with ctx.store.transaction() as txn:
+                txn.update(inst)
+        if not inst.os:
+            raise PrerequisiteError(f"instance {inst.name} has no OS to install", field="os")
+        paths = assemble_disks(ctx, inst, node)
+        ctx.services.call(
+            node,
+            "os_create",
+            {"spec": instance_spec(ctx, inst), "disk_paths": paths, "reinstall": True},
+            timeout=3600,
+        )
+        shutdown_disks(ctx, inst, node)
+        return {"changed": True, "os": inst.os}

@@ -1,0 +1,208 @@
+"""Move a running instance to another node without copying disks: migrate and failover.
+
+Only templates whose disks the target can already see (shared storage, diskless, and
+DRBD's secondary) can do this; the others are refused with the reason, never degraded
+silently to a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herd.config.model import Instance, Node
+from herd.errors import PrerequisiteError, ValidationError
+from herd.ops.base import OpContext, register
+from herd.ops.instance_base import (
+    SHUTDOWN_TIMEOUT,
+    InstanceOp,
+    assemble_disks,
+    instance_name_param,
+    require_online,
+    runtime_state,
+    shutdown_disks,
+    start_on,
+)
+from herd.ops.instance_common import MIRRORED, MOVABLE, get_node, instance_spec
+from herd.ops.params import Param
+
+
+class _MoveOp(InstanceOp):
+    """Picks and locks the target: the DRBD secondary, or the named node for shared disks."""
+
+    def target(self, ctx: OpContext, inst: Instance) -> Node:
+        name = self.params["target_node"]
+        if inst.disk_template not in MOVABLE:
+            raise ValidationError(
+                "name",
+                inst.name,
+                f"an instance with a disk template that can move without "
+                f"copying ({', '.join(sorted(MOVABLE))}); '{inst.disk_template}' keeps its "
+                "disks on one node: use instance.move",
+            )
+        if inst.disk_template in MIRRORED:
+            secondary = ctx.store.get("node", inst.secondary_nodes[0])
+            if name is not None and name != secondary.name:
+                raise ValidationError(
+                    "target_node",
+                    name,
+                    f"the instance's secondary node {secondary.name} (DRBD can only move there)",
+                )
+            return secondary
+        if name is None:
+            raise ValidationError(
+                "target_node", None, "a node name: shared storage can move to any node of the group"
+            )
+        node = get_node(ctx, name, "target_node")
+        if node.uuid == inst.primary_node:
+            raise ValidationError("target_node", name, "a node other than the primary")
+        return node
+
+    def extra_nodes(self, ctx: OpContext, inst: Instance) -> list[str]:
+        return [self.target(ctx, inst).uuid]
+
+    def check(self, ctx: OpContext) -> None:
+        inst = self.instance(ctx)
+        target = self.target(ctx, inst)
+        require_online(target, "receive instances")
+        if target.drained:
+            raise PrerequisiteError(
+                f"node {target.name} is drained: no instances move there", node=target.name
+            )
+        if target.group != self.primary(ctx, inst).group:
+            raise PrerequisiteError(
+                f"node {target.name} is in another node group; use instance.move to change groups",
+                node=target.name,
+            )
+
+    def switch_primary(self, ctx: OpContext, inst: Instance, target: Node) -> None:
+        old = inst.primary_node
+        inst.primary_node = target.uuid
+        if inst.disk_template in MIRRORED:
+            inst.secondary_nodes = [old]
+        with ctx.store.transaction() as txn:
+            txn.update(inst)
+
+
+@register
+class InstanceMigrate(_MoveOp):
+    OP_ID = "instance.migrate"
+    SUMMARY = "Move a running instance to another node, live (or paused) by the hypervisor"
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "target_node",
+            str,
+            doc="target node (shared storage); DRBD always goes to its secondary",
+        ),
+        Param(
+            "live",
+            bool,
+            default=True,
+            doc="live migration; false pauses the instance while memory is copied",
+        ),
+    )
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        source, target = self.primary(ctx, inst), self.target(ctx, inst)
+        require_online(source, "migrate from it (use instance.failover)")
+        state = runtime_state(ctx, inst, source)
+        if not state or state.get("state") != "running":
+            self.switch_primary(ctx, inst, target)
+            ctx.log(f"instance {inst.name} is not running: primary set to {target.name}")
+            return {"changed": True, "primary_node": target.name, "live": False}
+        spec = instance_spec(ctx, inst)
+        paths = assemble_disks(ctx, inst, target)
+        hv = {"name": inst.name, "hypervisor": inst.hypervisor}
+        ctx.undo(
+            f"abort the incoming migration on {target.name}",
+            lambda: ctx.services.call(
+                target, "instance_migration_finish", {**hv, "success": False}
+            ),
+        )
+        accepted = ctx.services.call(
+            target, "instance_migration_accept", {"spec": spec, "disk_paths": paths}, timeout=300
+        )
+        ctx.log(
+            f"migrating {inst.name} {source.name} -> {target.name} "
+            f"({'live' if self.params['live'] else 'paused'})"
+        )
+        ctx.services.call(
+            source,
+            "instance_migrate",
+            {
+                **hv,
+                "target_ip": target.secondary_ip,
+                "port": accepted["port"],
+                "live": self.params["live"],
+            },
+            timeout=3600,
+        )
+        ctx.services.call(
+            target,
+            "instance_migration_finish",
+            {**hv, "success": True},
+            timeout=300,
+        )
+        ctx.forget_undo()
+        ctx.services.call(
+            source,
+            "instance_migration_finish",
+            {**hv, "success": True},
+            timeout=300,
+        )
+        self.switch_primary(ctx, inst, target)
+        shutdown_disks(ctx, inst, source)
+        return {"changed": True, "primary_node": target.name, "live": self.params["live"]}
+
+
+@register
+class InstanceFailover(_MoveOp):
+    OP_ID = "instance.failover"
+    SUMMARY = "Restart an instance on another node, e.g. because its primary died"
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "target_node",
+            str,
+            doc="target node (shared storage); DRBD always goes to its secondary",
+        ),
+        Param(
+            "ignore_consistency",
+            bool,
+            default=False,
+            doc="proceed although the primary cannot be reached to shut it down",
+        ),
+        SHUTDOWN_TIMEOUT,
+    )
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        source, target = self.primary(ctx, inst), self.target(ctx, inst)
+        try:
+            require_online(source, "shut the instance down there")
+            ctx.services.call(
+                source,
+                "instance_stop",
+                {
+                    "name": inst.name,
+                    "hypervisor": inst.hypervisor,
+                    "timeout": self.params["shutdown_timeout"],
+                    "force": False,
+                },
+                timeout=self.params["shutdown_timeout"] + 60,
+            )
+            shutdown_disks(ctx, inst, source)
+        except Exception as exc:
+            if not self.params["ignore_consistency"]:
+                raise PrerequisiteError(
+                    f"cannot shut {inst.name} down on {source.name} ({exc}); if that node is "
+                    "dead, retry with ignore_consistency",
+                    node=source.name,
+                ) from exc
+            ctx.log(f"ignoring: {source.name} did not stop {inst.name}: {exc}", "warning")
+        self.switch_primary(ctx, inst, target)
+        if inst.admin_state == "up":
+            start_on(ctx, inst, target)
+            ctx.log(f"instance {inst.name} started on {target.name}")
+        return {"changed": True, "primary_node": target.name}

@@ -1,0 +1,167 @@
+"""``instance.modify``: change what an instance is, not where it runs.
+
+Memory, vCPUs and hypervisor parameters take effect at the next start (the result says
+so when the instance is running); disks can only grow, in place, on every node holding
+them; NICs can be added, changed or removed by index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herd.config.model import Nic
+from herd.errors import ValidationError
+from herd.node.hv.base import hypervisor_for
+from herd.ops.base import OpContext, register
+from herd.ops.instance_base import InstanceOp, instance_name_param, require_online
+from herd.ops.instance_common import (
+    cluster,
+    disk_arg,
+    generate_mac,
+    normalise_nics,
+    parse_size,
+    used_macs,
+)
+from herd.ops.params import Param
+
+
+@register
+class InstanceModify(InstanceOp):
+    OP_ID = "instance.modify"
+    SUMMARY = "Change memory, vCPUs, parameters, tags, NICs, or grow a disk"
+    PARAMS = (
+        instance_name_param(),
+        Param("memory", int, minimum=16, doc="memory in MiB (next start)"),
+        Param("vcpus", int, minimum=1, maximum=256, doc="virtual CPUs (next start)"),
+        Param(
+            "hvparams",
+            dict,
+            doc="hypervisor parameters to set (null value: back to the cluster default)",
+        ),
+        Param("osparams", dict, doc="OS parameters, replacing the current ones"),
+        Param("tags", list, item_type=str, doc="tags, replacing the current ones"),
+        Param(
+            "nics",
+            list,
+            doc="the complete NIC list {mac, ip, mode, link, name}; "
+            "entries without mac keep the MAC of the NIC at that index or get a new one",
+        ),
+        Param("disk_grow", dict, doc="{'index': N, 'size': '20G'}: grow disk N to this size"),
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        inst = self.instance(ctx)
+        if self.params["hvparams"] is not None:
+            current = {**inst.hvparams, **self.params["hvparams"]}
+            hypervisor_for(inst.hypervisor).fill_hvparams(
+                {k: v for k, v in current.items() if v is not None}
+            )
+        grow = self.params["disk_grow"]
+        if grow is not None:
+            if (
+                set(grow) != {"index", "size"}
+                or not isinstance(grow["index"], int)
+                or not 0 <= grow["index"] < len(inst.disks)
+            ):
+                raise ValidationError(
+                    "disk_grow", grow, f"{{'index': 0..{len(inst.disks) - 1}, 'size': SIZE}}"
+                )
+            new = parse_size(grow["size"], "disk_grow.size")
+            if new < inst.disks[grow["index"]].size_mib:
+                raise ValidationError(
+                    "disk_grow.size",
+                    grow["size"],
+                    "a size at least the "
+                    f"current {inst.disks[grow['index']].size_mib} MiB: "
+                    "disks never shrink",
+                )
+            for uuid in [inst.primary_node, *inst.secondary_nodes]:
+                require_online(ctx.store.get("node", uuid), "grow disks")
+
+    def run(self, ctx: OpContext) -> Any:
+        p = self.params
+        inst = self.instance(ctx)
+        changes: dict[str, Any] = {}
+
+        def change(field: str, before: Any, after: Any) -> None:
+            if before != after:
+                changes[field] = {"before": before, "after": after}
+
+        beparams = dict(inst.beparams)
+        for key in ("memory", "vcpus"):
+            if p[key] is not None:
+                change(key, beparams.get(key), p[key])
+                beparams[key] = p[key]
+        hvparams = dict(inst.hvparams)
+        for key, value in (p["hvparams"] or {}).items():
+            change(f"hvparams.{key}", hvparams.get(key), value)
+            if value is None:
+                hvparams.pop(key, None)
+            else:
+                hvparams[key] = value
+        if p["osparams"] is not None:
+            change("osparams", inst.osparams, p["osparams"])
+        if p["tags"] is not None:
+            change("tags", sorted(inst.tags), sorted(p["tags"]))
+        nics = inst.nics
+        if p["nics"] is not None:
+            nics = self.new_nics(ctx, inst.nics, p["nics"])
+            change("nics", [n.to_dict() for n in inst.nics], [n.to_dict() for n in nics])
+        grow = p["disk_grow"]
+        if grow is not None:
+            new = parse_size(grow["size"], "disk_grow.size")
+            disk = inst.disks[grow["index"]]
+            change(f"disks[{grow['index']}].size_mib", disk.size_mib, new)
+        if not changes:
+            return {"changed": False, "changes": {}}
+        if grow is not None and new != disk.size_mib:
+            for uuid in [inst.primary_node, *inst.secondary_nodes]:
+                node = ctx.store.get("node", uuid)
+                ctx.services.call(
+                    node,
+                    "disk_grow",
+                    {"disk": disk_arg(inst, grow["index"], disk), "size_mib": new},
+                    timeout=600,
+                )
+            disk.size_mib = new
+            ctx.log(f"disk {grow['index']} of {inst.name} grown to {new} MiB")
+        inst.beparams, inst.hvparams, inst.nics = beparams, hvparams, nics
+        if p["osparams"] is not None:
+            inst.osparams = p["osparams"]
+        if p["tags"] is not None:
+            inst.tags = p["tags"]
+        with ctx.store.transaction() as txn:
+            txn.update(inst)
+        pending = sorted(
+            k for k in changes if k in ("memory", "vcpus", "nics") or k.startswith("hvparams.")
+        )
+        if pending and inst.admin_state == "up":
+            ctx.log(f"{', '.join(pending)} take effect when {inst.name} is restarted", "warning")
+        return {
+            "changed": True,
+            "changes": changes,
+            "pending_restart": pending if inst.admin_state == "up" else [],
+        }
+
+    @staticmethod
+    def new_nics(ctx: OpContext, current: list[Nic], wanted: list[Any]) -> list[Nic]:
+        specs = normalise_nics(wanted, cluster(ctx).nicparams)
+        macs = used_macs([i for i in ctx.store.list("instance")])
+        out = []
+        for index, spec in enumerate(specs):
+            old = current[index] if index < len(current) else None
+            mac = spec["mac"] or (old.mac if old else generate_mac(cluster(ctx).mac_prefix, macs))
+            if old is not None and old.mac == mac:
+                nic = Nic.from_dict(old.to_dict())
+            elif mac in macs:
+                raise ValidationError(f"nics[{index}].mac", mac, "a MAC no other NIC uses")
+            else:
+                nic = Nic(name=spec["name"], mac=mac)
+            nic.name, nic.ip, nic.mode, nic.link = (
+                spec["name"],
+                spec["ip"],
+                spec["mode"],
+                spec["link"],
+            )
+            out.append(nic)
+        return out
