@@ -16,6 +16,7 @@ ACTION_MODULES = (
     "herd.node.actions.storage",
     "herd.node.actions.instance",
     "herd.node.actions.drbd",
+    "herd.node.actions.transfer",
 )
 
 
