@@ -110,8 +110,9 @@ def start(
     if request["role"] == "receive":
         request = {**request, "dest_existed": os.path.exists(request["dest_path"])}
     _write_json(directory / "request.json", request)
-    lock = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    log = os.open(directory / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lock = _high_fd(os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    log = _high_fd(os.open(directory / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    listen = _high_fd(os.dup(listener.fileno())) if listener is not None else None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         actions = [
@@ -120,15 +121,26 @@ def start(
             (os.POSIX_SPAWN_DUP2, log, 2),
             (os.POSIX_SPAWN_DUP2, lock, LOCK_FD),
         ]
-        if listener is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, listener.fileno(), LISTEN_FD))
+        if listen is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, listen, LISTEN_FD))
         argv = [sys.executable, "-m", "herd.node.transfer.worker", str(directory)]
         pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
     finally:
-        os.close(lock)
-        os.close(log)
+        for fd in (lock, log, listen):
+            if fd is not None:
+                os.close(fd)
     _write_json(directory / "process.json", {"pid": pid, "started": time.time()})
     return True
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` above the numbers the child expects, so no DUP2 clobbers another source.
+
+    In an agent session the listener or the lock may well be fd 3 or 4 themselves.
+    """
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
 
 
 def _write_text(path: Path, text: str) -> None:
