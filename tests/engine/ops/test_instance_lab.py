@@ -225,7 +225,7 @@ def test_allocator_places_and_dry_run_changes_nothing(cluster: Any) -> None:
     assert running.api.dump() == before
     placed = run(running, "instance.add", name="auto1", disk_template="file", disks=["16M"],
                  install=False, start=False)
-    assert placed["primary_node"] == result["primary_node"]
+    assert instance(running, "auto1")["primary_node_name"] == placed["primary_node"]
     run(running, "instance.remove", name="auto1")
 
 
