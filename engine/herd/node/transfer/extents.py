@@ -75,8 +75,8 @@ def data_extents(fd: int, size: int, max_extent: int = 4 * READ_SIZE) -> Iterato
     Adjacent non-zero grains are merged up to ``max_extent`` so a fully used disk costs one
     frame per few MiB, not one per 64 KiB.
     """
-    pending = bytearray()
-    pending_at = 0
+    pending: list[bytes] = []
+    pending_at = pending_end = 0
     for start, end in data_regions(fd, size):
         pos = start
         while pos < end:
@@ -86,17 +86,28 @@ def data_extents(fd: int, size: int, max_extent: int = 4 * READ_SIZE) -> Iterato
             if block == (_ZERO_READ if len(block) == READ_SIZE else bytes(len(block))):
                 pos += len(block)
                 continue
-            for g in range(0, len(block), ZERO_GRAIN):
-                grain = block[g : g + ZERO_GRAIN]
-                if grain == (_ZERO_GRAIN if len(grain) == ZERO_GRAIN else bytes(len(grain))):
-                    continue
+            # No run of a grain's worth of zeros anywhere means no zero grain either: the
+            # common case of a full disk costs one substring search instead of 16 slices.
+            grains = [(0, block)] if _ZERO_GRAIN not in block else _grains(block)
+            for g, grain in grains:
                 at = pos + g
-                if pending and (pending_at + len(pending) != at or len(pending) >= max_extent):
-                    yield Extent(pending_at, bytes(pending))
+                if pending and (pending_end != at or pending_end - pending_at >= max_extent):
+                    yield Extent(pending_at, b"".join(pending))
                     pending.clear()
                 if not pending:
                     pending_at = at
-                pending += grain
+                pending.append(grain)
+                pending_end = at + len(grain)
             pos += len(block)
     if pending:
-        yield Extent(pending_at, bytes(pending))
+        yield Extent(pending_at, b"".join(pending))
+
+
+def _grains(block: bytes) -> list[tuple[int, bytes]]:
+    """``(offset, grain)`` of the non-zero grains of ``block``."""
+    found = []
+    for g in range(0, len(block), ZERO_GRAIN):
+        grain = block[g : g + ZERO_GRAIN]
+        if grain != (_ZERO_GRAIN if len(grain) == ZERO_GRAIN else bytes(len(grain))):
+            found.append((g, grain))
+    return found

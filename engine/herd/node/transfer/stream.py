@@ -147,7 +147,8 @@ class _ChunkWriter:
         self._buf = bytearray()
 
     def __call__(self, data: bytes) -> None:
-        if len(data) >= CHUNK and not self._buf:
+        if len(data) >= CHUNK:
+            self.flush()
             self._send(data)
             return
         self._buf += data
@@ -210,36 +211,39 @@ def send_stream(
 
 
 class _Decoded:
-    """Exact reads over the decoder's variable-sized pieces."""
+    """Exact reads over the decoder's variable-sized pieces, copying each byte once.
+
+    A full-piece slice of ``bytes`` is the piece itself, so an extent that arrives as one
+    piece (the usual case without compression) is passed on without any copy.
+    """
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         self._read = read
-        self._buf = bytearray()
-        self._pos = 0
+        self._cur = b""
+        self._off = 0
+
+    def _fill(self) -> bool:
+        while self._off == len(self._cur):
+            piece = self._read()
+            if not piece:
+                return False
+            self._cur, self._off = bytes(piece), 0
+        return True
 
     def exact(self, n: int) -> bytes:
-        while len(self._buf) - self._pos < n:
-            piece = self._read()
-            if not piece:
-                raise TransferError(
-                    "stream ended before its end frame",
-                    missing=n - (len(self._buf) - self._pos),
-                )
-            if self._pos:
-                del self._buf[: self._pos]
-                self._pos = 0
-            self._buf += piece
-        out = bytes(self._buf[self._pos : self._pos + n])
-        self._pos += n
-        return out
+        parts: list[bytes] = []
+        need = n
+        while need:
+            if not self._fill():
+                raise TransferError("stream ended before its end frame", missing=need)
+            take = min(need, len(self._cur) - self._off)
+            parts.append(self._cur[self._off : self._off + take])
+            self._off += take
+            need -= take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def at_end(self) -> bool:
-        while len(self._buf) == self._pos:
-            piece = self._read()
-            if not piece:
-                return True
-            self._buf, self._pos = bytearray(piece), 0
-        return False
+        return not self._fill()
 
 
 class DiskWriter:
