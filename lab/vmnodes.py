@@ -15,8 +15,9 @@ the code that builds it, so a changed recipe rebuilds):
   python3; a ``MODULES=list`` initrd holding only what mounts a virtio root; docs,
   locales and unneeded kernel module trees stripped;
 * the engine source (``engine/herd``) copied into ``dist-packages`` with a ``herd-node``
-  wrapper; this layer has its own hash, so an engine change only re-runs
-  ``mkfs.ext4 -d`` (a second or two), never debootstrap.
+  wrapper, and its runtime dependencies as wheels (pip, for the guest's Python); this
+  layer has its own hash, so an engine change only re-runs pip and ``mkfs.ext4 -d``
+  (seconds), never debootstrap.
 
 Guests share the read-only root image (qemu ``snapshot=on``); each gets a sparse data
 disk (``/dev/vdb``, for LVM) and a tiny ext4 *seed* disk (``/dev/vdc``) holding the SSH
@@ -48,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +57,7 @@ from pathlib import Path
 LAB_DIR = Path(__file__).resolve().parent
 GUEST_FILES = LAB_DIR / "vm"
 ENGINE_SOURCE = LAB_DIR.parent / "engine" / "herd"
+ENGINE_PROJECT = ENGINE_SOURCE.parent / "pyproject.toml"
 DEFAULT_ROOT = Path(os.environ.get("HERD_VM_ROOT") or LAB_DIR.parent / ".lab" / "vm")
 IMAGE_CACHE = Path(os.environ.get("HERD_VM_IMAGE_CACHE") or "/var/cache/herd-lab/vm-image")
 DEB_CACHE = IMAGE_CACHE.parent / "vm-debs"
@@ -76,11 +79,10 @@ PACKAGES = (
     "netbase",
     "e2fsprogs",
     "python3",
-    # debootstrap does not resolve virtual packages: cryptography's cffi backend is named.
-    "python3-cffi-backend",
-    "python3-cryptography",
-    "python3-jinja2",
 )
+# The engine's runtime dependencies are newer than bookworm's (cryptography>=42): they go
+# into the guest's /usr/local dist-packages as wheels for its Python, fetched by pip.
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic")
 # Module trees no lab guest needs (it has virtio devices only); drbd (drivers/block),
 # dm-mod (drivers/md), filesystems and crypto stay.
@@ -305,8 +307,8 @@ def recipe_hash() -> str:
 
 
 def engine_hash() -> str:
-    """Hash of the engine source copied into the image (only ``.py`` and package data)."""
-    digest = hashlib.sha256()
+    """Hash of the engine source and its declared dependencies, both installed in the image."""
+    digest = hashlib.sha256(ENGINE_PROJECT.read_bytes())
     _hash_tree(digest, ENGINE_SOURCE)
     return digest.hexdigest()[:16]
 
@@ -351,8 +353,11 @@ def build_image(cache: Path = IMAGE_CACHE, log: Path | None = None) -> Image:
             shutil.copyfile(_only(rootfs.glob("boot/initrd.img-*")), initrd)
         root = base / f"root-{engine_hash()}.img"
         if not root.exists():
+            # Guests of other sessions may still boot from an older engine layer.
+            in_use = _qemu_cmdlines()
             for old in base.glob("root-*.img"):
-                old.unlink()
+                if not any(str(old).encode() in cmdline for cmdline in in_use.values()):
+                    old.unlink()
             _install_engine(rootfs)
             _mkfs_root(rootfs, root)
         return Image(root=root, kernel=kernel, initrd=initrd)
@@ -403,9 +408,20 @@ def _customise_rootfs(root: Path, log: Path) -> None:
 
 
 def _install_engine(rootfs: Path) -> None:
+    """Copy the engine source and pip-install its dependencies for the guest's Python."""
     target = rootfs / "usr/lib/python3/dist-packages/herd"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(ENGINE_SOURCE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    version = _only(rootfs.glob("usr/lib/python3.[0-9]*")).name.removeprefix("python")
+    site = rootfs / f"usr/local/lib/python{version}/dist-packages"
+    shutil.rmtree(site, ignore_errors=True)
+    requirements = tomllib.loads(ENGINE_PROJECT.read_text())["project"]["dependencies"]
+    argv = [sys.executable, "-m", "pip", "install", "-q", "--no-warn-script-location"]
+    argv += ["--target", str(site), "--only-binary=:all:", "--python-version", version]
+    argv += ["--implementation", "cp"]
+    for platform in WHEEL_PLATFORMS:
+        argv += ["--platform", platform]
+    _run([*argv, *requirements])
 
 
 def _mkfs_root(rootfs: Path, image: Path) -> None:
@@ -756,17 +772,22 @@ def _teardown(name: str, root: Path, lab: VMLab | None) -> None:
 
 
 def _qemu_pids_under(labdir: str) -> list[int]:
-    pids = []
     needle = (labdir + "/").encode()
+    return [pid for pid, cmdline in _qemu_cmdlines().items() if needle in cmdline]
+
+
+def _qemu_cmdlines() -> dict[int, bytes]:
+    """Command lines of every running qemu: which guests use which lab and image."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if cmdline.startswith(QEMU.encode()) and needle in cmdline:
-                pids.append(int(entry))
-    return pids
+            if cmdline.startswith(QEMU.encode()):
+                found[int(entry)] = cmdline
+    return found
 
 
 def _kill_pid(pid: int) -> None:
