@@ -363,6 +363,22 @@ def build_image(cache: Path = IMAGE_CACHE, log: Path | None = None) -> Image:
         return Image(root=root, kernel=kernel, initrd=initrd)
 
 
+@contextlib.contextmanager
+def _image_in_use(cache: Path = IMAGE_CACHE) -> Iterator[Image]:
+    """The current image, kept from deletion (shared cache lock) while guests open it.
+
+    ``build_image`` deletes superseded engine layers under the exclusive lock; between
+    its return and qemu opening the file another session could do just that.
+    """
+    while True:
+        image = build_image(cache)
+        with open(cache / ".lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if image.root.exists():
+                yield image
+                return
+
+
 def _debootstrap(target: Path, log: Path) -> None:
     # MODULES=list before the kernel's postinst runs: its first initrd is already small.
     conf = target / "etc/initramfs-tools/conf.d"
@@ -489,8 +505,7 @@ def up(
     if not 1 <= nodes <= MAX_NODES:
         raise VMLabError(f"nodes must be 1..{MAX_NODES}, got {nodes}")
     root = Path(root).resolve()
-    image = build_image()
-    with _locked(_lock_path(root)):
+    with _image_in_use() as image, _locked(_lock_path(root)):
         existing = _load(name, root)
         if existing is not None:
             if _healthy(existing, nodes, image):
