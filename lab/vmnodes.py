@@ -139,6 +139,7 @@ MASKED_UNITS = (
     "getty@tty1.service",
 )
 ROOT_SLACK_MIB = 256
+STALE_IMAGE_SECONDS = 3 * 86400
 SEED_SIZE_MIB = 8
 
 BRIDGE = "herdvm0"
@@ -337,8 +338,10 @@ def build_image(cache: Path = IMAGE_CACHE, log: Path | None = None) -> Image:
     with _locked(cache / ".lock"):
         rootfs = base / "rootfs"
         if not rootfs.is_dir():
+            # Other checkouts on this machine may use other recipes right now: only
+            # images nobody has used for a while go.
             for stale in cache.iterdir():
-                if stale.is_dir() and stale.name != recipe:
+                if stale.is_dir() and time.time() - stale.stat().st_mtime > STALE_IMAGE_SECONDS:
                     shutil.rmtree(stale, ignore_errors=True)
             base.mkdir(exist_ok=True)
             building = Path(tempfile.mkdtemp(prefix="rootfs-", dir=base))
@@ -347,6 +350,7 @@ def build_image(cache: Path = IMAGE_CACHE, log: Path | None = None) -> Image:
             _debootstrap(building, logfile)
             _customise_rootfs(building, logfile)
             building.rename(rootfs)
+        os.utime(base)
         kernel, initrd = base / "vmlinuz", base / "initrd.img"
         if not kernel.exists() or not initrd.exists():
             shutil.copyfile(_only(rootfs.glob("boot/vmlinuz-*")), kernel)
