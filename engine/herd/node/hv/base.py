@@ -23,7 +23,7 @@ from herd.errors import ValidationError
 from herd.node.actions.registry import NodeContext
 
 #: Modules that register hypervisors on import; kvm adds itself here.
-HYPERVISOR_MODULES = ("herd.node.hv.fake",)
+HYPERVISOR_MODULES = ("herd.node.hv.fake", "herd.node.hv.kvm")
 
 #: Instance names become file and process names on nodes: hostname characters only.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")

@@ -1,0 +1,380 @@
+"""The kvm hypervisor: command-line building and validation, then a real tiny guest.
+
+Unit tests check the qemu command line and what is refused, without qemu.  Lab tests
+boot the tiny guest from ``lab/build-tiny-guest.py`` under TCG with the hypervisor class
+itself, and migrate a running guest between two lab nodes through ``herd-node`` over
+SSH, reading the guests' serial logs to see that they really run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import herdlab
+import paramiko
+import pytest
+
+from herd.errors import ConflictError, PrerequisiteError, ValidationError
+from herd.node.actions.registry import NodeContext
+from herd.node.hv.base import check_spec, hypervisor_for
+from herd.node.hv.kvm import KvmHypervisor, build_command
+from herd.rpc.client import NodeClient
+from herd.rpc.ssh import NodeAddress, SSHPool
+
+REPO = Path(__file__).resolve().parents[4]
+UP = "HERD-GUEST-UP"
+PATHS = {
+    "pid": "/s/pid",
+    "qmp": "/s/qmp.sock",
+    "serial_sock": "/s/serial.sock",
+    "serial_log": "/s/serial.log",
+}
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"
+)
+
+
+def kvm_spec(name: str = "vm1", disks: int = 0, nics: int = 0, **hvparams: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "uuid": f"0f0e0d0c-0000-4000-8000-{name.encode().hex()[:12]:0>12}",
+        "hypervisor": "kvm",
+        "hvparams": {"acceleration": "tcg", **hvparams},
+        "beparams": {"memory": 96, "vcpus": 1},
+        "disks": [
+            {"uuid": f"{name}-d{i}", "index": i, "template": "file", "size_mib": 4, "mode": "rw"}
+            for i in range(disks)
+        ],
+        "nics": [
+            {
+                "uuid": f"5a5a5a5a-0000-4000-8000-00000000000{i}",
+                "index": i,
+                "mac": f"aa:00:00:00:00:0{i}",
+                "mode": "bridged",
+                "link": "br0",
+            }
+            for i in range(nics)
+        ],
+        "os": "noop+default",
+        "osparams": {},
+    }
+
+
+def command(spec: dict[str, Any], disk_paths: list[str] | None = None) -> list[str]:
+    return build_command(check_spec(spec, KvmHypervisor), disk_paths or [], PATHS)
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+# --- command line and validation (no qemu) -------------------------------------------
+
+
+def test_kvm_is_registered_with_documented_parameters() -> None:
+    assert hypervisor_for("kvm") is KvmHypervisor
+    for param in KvmHypervisor.PARAMETERS.values():
+        assert param.doc
+    filled = KvmHypervisor.fill_hvparams({})
+    assert filled["acceleration"] == "kvm"
+    assert filled["migration_bandwidth"] == 32
+
+
+def test_command_line_for_a_direct_kernel_boot() -> None:
+    spec = kvm_spec(disks=2, kernel_path="/k/vmlinuz", initrd_path="/k/initrd", disk_cache="none")
+    spec["disks"][1]["mode"] = "ro"
+    argv = command(spec, ["/d/a.img", "/d/b.img"])
+    assert argv[0] == "qemu-system-x86_64"
+    assert option(argv, "-accel") == ["tcg"]
+    assert option(argv, "-cpu") == ["max"]
+    assert option(argv, "-m") == ["96"]
+    assert option(argv, "-kernel") == ["/k/vmlinuz"]
+    assert option(argv, "-initrd") == ["/k/initrd"]
+    assert option(argv, "-append") == ["ro console=ttyS0"]
+    assert option(argv, "-drive") == [
+        "file=/d/a.img,format=raw,if=virtio,index=0,cache=none",
+        "file=/d/b.img,format=raw,if=virtio,index=1,readonly=on,cache=none",
+    ]
+    assert option(argv, "-nic") == ["none"]
+    assert option(argv, "-pidfile") == ["/s/pid"]
+    assert "-daemonize" in argv
+    assert "path=/s/qmp.sock" in option(argv, "-chardev")[0]
+    assert "logfile=/s/serial.log" in option(argv, "-chardev")[1]
+    assert option(argv, "-uuid") == [spec["uuid"]]
+    assert "-boot" not in argv and "-no-acpi" not in argv and "-vnc" not in argv
+
+
+def test_command_line_options_follow_hvparams() -> None:
+    argv = (
+        command(
+            kvm_spec(
+                acceleration="kvm",
+                boot_order="network",
+                acpi=False,
+                reboot_behavior="exit",
+                serial_console=False,
+                vnc_bind_address="127.0.0.1",
+                machine_type="q35",
+            )
+        )
+        if Path("/dev/kvm").exists()
+        else None
+    )
+    if argv is None:
+        pytest.skip("acceleration=kvm is refused on a node without /dev/kvm")
+    assert option(argv, "-cpu") == ["host"]
+    assert option(argv, "-machine") == ["q35"]
+    assert option(argv, "-boot") == ["n"]
+    assert option(argv, "-vnc") == ["127.0.0.1:0,to=99"]
+    assert "-no-acpi" in argv and "-no-reboot" in argv
+    assert not any("serial0" in c for c in option(argv, "-chardev"))
+
+
+def test_bridged_nics_get_taps_and_macs() -> None:
+    argv = command(kvm_spec(nics=2))
+    netdevs = option(argv, "-netdev")
+    assert len(netdevs) == 2
+    taps = [n.split("ifname=")[1].split(",")[0] for n in netdevs]
+    assert netdevs[0].startswith("tap,id=net0,ifname=htap")
+    assert len(set(taps)) == 2 and all(len(t) <= 15 for t in taps)
+    assert taps == [
+        n.split("ifname=")[1].split(",")[0] for n in option(command(kvm_spec(nics=2)), "-netdev")
+    ]
+    assert option(argv, "-device") == [
+        "virtio-net-pci,netdev=net0,mac=aa:00:00:00:00:00",
+        "virtio-net-pci,netdev=net1,mac=aa:00:00:00:00:01",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hvparams", "field"),
+    [
+        ({"no_such_option": 1}, "spec.hvparams.no_such_option"),
+        ({"acceleration": "xen"}, "spec.hvparams.acceleration"),
+        ({"disk_cache": "fast"}, "spec.hvparams.disk_cache"),
+        ({"migration_bandwidth": "32"}, "spec.hvparams.migration_bandwidth"),
+        ({"cpu_type": "max,+vmx"}, "spec.hvparams.cpu_type"),
+        ({"initrd_path": "/k/initrd"}, "spec.hvparams.initrd_path"),
+    ],
+)
+def test_unsupported_or_bad_hvparams_are_refused_by_name(
+    hvparams: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        command(kvm_spec(**hvparams))
+    assert refused.value.details["field"] == field
+
+
+def test_unsupported_nic_and_disk_settings_are_refused_by_name() -> None:
+    routed = kvm_spec(nics=1)
+    routed["nics"][0]["mode"] = "routed"
+    with pytest.raises(ValidationError) as nic:
+        command(routed)
+    assert nic.value.details["field"] == "spec.nics[0].mode"
+    assert "kvm" in nic.value.details["allowed"]
+    with pytest.raises(ValidationError) as comma:
+        command(kvm_spec(disks=1), ["/d/a.img,format=qcow2"])
+    assert comma.value.details["field"] == "disk_paths[0]"
+    weird = kvm_spec(disks=1)
+    weird["disks"][0]["mode"] = "wo"
+    with pytest.raises(ValidationError) as mode:
+        command(weird, ["/d/a.img"])
+    assert mode.value.details["field"] == "spec.disks[0].mode"
+
+
+def test_start_refuses_missing_disks_and_overlong_socket_paths(tmp_path: Path) -> None:
+    hv = KvmHypervisor(NodeContext(tmp_path))
+    with pytest.raises(ValidationError) as count:
+        hv.start(kvm_spec(disks=1), [])
+    assert count.value.details["field"] == "disk_paths"
+    with pytest.raises(ValidationError) as missing:
+        hv.start(kvm_spec(disks=1), [str(tmp_path / "absent.img")])
+    assert missing.value.details["field"] == "disk_paths[0]"
+    deep = KvmHypervisor(NodeContext(tmp_path / ("x" * 90)))
+    with pytest.raises(ValidationError) as long_path:
+        deep.start(kvm_spec(), [])
+    assert long_path.value.details["field"] == "spec.name"
+
+
+def test_nothing_running_reads_as_absent(tmp_path: Path) -> None:
+    hv = KvmHypervisor(NodeContext(tmp_path))
+    assert hv.info("vm1") is None
+    assert hv.list() == []
+    assert hv.stop("vm1", 1.0, force=False) == {"changed": False, "method": None}
+    assert hv.migration_finish("vm1", True)["changed"] is False
+    with pytest.raises(PrerequisiteError):
+        hv.reboot("vm1", hard=False)
+
+
+# --- a real tiny guest under TCG -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_guest() -> dict[str, str]:
+    """Kernel and initrd of the tiny guest (built once per machine, then cached)."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "lab" / "build-tiny-guest.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def guest_spec(tiny_guest: dict[str, str], name: str, disks: int = 0) -> dict[str, Any]:
+    return kvm_spec(
+        name,
+        disks=disks,
+        kernel_path=tiny_guest["kernel"],
+        initrd_path=tiny_guest["initrd"],
+        kernel_args="console=ttyS0 quiet panic=-1",
+        migration_bandwidth=512,
+    )
+
+
+def wait_for(path: Path, text: str, timeout: float = 90.0, count: int = 1) -> str:
+    """The file's content once ``text`` occurs ``count`` times in it."""
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            content = path.read_text(errors="replace")
+        if content.count(text) >= count:
+            return content
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} x{count} not in {path} after {timeout}s: {content[-500:]!r}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def short_root() -> Iterator[Path]:
+    """A state root short enough for Unix socket paths (pytest's tmp_path may not be)."""
+    root = Path(tempfile.mkdtemp(prefix="hk", dir="/tmp"))
+    yield root
+    hv = KvmHypervisor(NodeContext(root))
+    for info in hv.list():
+        hv.stop(info["name"], 0.0, force=True)
+    shutil.rmtree(root)
+
+
+@pytest.mark.lab
+@needs_qemu
+def test_tiny_guest_boots_stops_cleanly_and_by_force(
+    tiny_guest: dict[str, str], short_root: Path
+) -> None:
+    hv = KvmHypervisor(NodeContext(short_root))
+    disk = short_root / "d0.img"
+    disk.write_bytes(b"\0" * 4 * 1024 * 1024)
+    spec = guest_spec(tiny_guest, "vm1", disks=1)
+    log = short_root / "hv" / "kvm" / "vm1" / "serial.log"
+
+    started = hv.start(spec, [str(disk)])
+    assert started["changed"] is True
+    wait_for(log, UP)
+    assert hv.start(spec, [str(disk)]) == {"changed": False, "pid": started["pid"]}
+    with pytest.raises(ConflictError):
+        hv.start({**spec, "beparams": {"memory": 128, "vcpus": 1}}, [str(disk)])
+    info = hv.info("vm1")
+    assert info is not None
+    assert (info["state"], info["qemu_status"], info["pid"]) == (
+        "running",
+        "running",
+        started["pid"],
+    )
+    assert [i["name"] for i in hv.list()] == ["vm1"]
+    console = hv.console("vm1")
+    assert console["kind"] == "serial" and Path(console["socket"]).is_socket()
+
+    assert hv.stop("vm1", 60.0, force=False) == {"changed": True, "method": "acpi"}
+    assert "HERD-GUEST-POWEROFF" in log.read_text()
+    assert not alive(started["pid"])
+    assert hv.info("vm1") is None
+
+    again = hv.start(spec, [str(disk)])
+    wait_for(log, UP)
+    assert hv.stop("vm1", 60.0, force=True) == {"changed": True, "method": "kill"}
+    assert "HERD-GUEST-POWEROFF" not in log.read_text()
+    assert not alive(again["pid"])
+    assert hv.stop("vm1", 60.0, force=False)["changed"] is False
+
+
+@pytest.mark.lab
+@needs_qemu
+def test_soft_reboot_restarts_the_guest_after_a_clean_shutdown(
+    tiny_guest: dict[str, str], short_root: Path
+) -> None:
+    hv = KvmHypervisor(NodeContext(short_root))
+    log = short_root / "hv" / "kvm" / "vm2" / "serial.log"
+    first = hv.start(guest_spec(tiny_guest, "vm2"), [])
+    wait_for(log, UP)
+    rebooted = hv.reboot("vm2", hard=False)
+    assert (rebooted["method"], rebooted["hard"]) == ("acpi", False)
+    assert rebooted["pid"] != first["pid"] and not alive(first["pid"])
+    wait_for(log, UP)
+    assert hv.info("vm2")["qemu_status"] == "running"  # type: ignore[index]
+
+
+def address(node: herdlab.LabNode) -> NodeAddress:
+    return NodeAddress(node.name, node.ip, node.host_key, node.port)
+
+
+@pytest.mark.lab
+@needs_qemu
+def test_live_migration_between_lab_nodes(
+    tiny_guest: dict[str, str], lab_cluster: herdlab.Lab
+) -> None:
+    source, target = lab_cluster.nodes[0], lab_cluster.nodes[1]
+    spec = guest_spec(tiny_guest, "mig1")
+    src_log = source.state_dir / "hv" / "kvm" / "mig1" / "serial.log"
+    dst_log = target.state_dir / "hv" / "kvm" / "mig1" / "serial.log"
+    key = paramiko.Ed25519Key.from_private_key_file(lab_cluster.key_path)
+    with SSHPool(key, connect_timeout=5.0) as pool, NodeClient(pool) as client:
+        src, dst = address(source), address(target)
+        call_args = {"hypervisor": "kvm", "name": "mig1"}
+        try:
+            started = client.call(src, "instance_start", {"spec": spec})
+            wait_for(src_log, UP)
+            port = client.call(dst, "instance_migration_accept", {"spec": spec})["port"]
+            incoming = client.call(dst, "instance_info", call_args)["instance"]
+            assert (incoming["state"], incoming["qemu_status"]) == ("incoming", "inmigrate")
+
+            sent = client.call(
+                src, "instance_migrate", {**call_args, "target_ip": target.ip, "port": port}
+            )
+            assert sent["live"] is True and sent["bytes"] > 0
+            assert client.call(src, "instance_info", call_args)["instance"]["state"] == "migrated"
+            assert (
+                client.call(src, "instance_migration_finish", {**call_args, "success": True})[
+                    "role"
+                ]
+                == "source"
+            )
+            finished = client.call(dst, "instance_migration_finish", {**call_args, "success": True})
+            assert (finished["role"], finished["state"]) == ("target", "running")
+
+            assert not alive(started["pid"])
+            assert client.call(src, "instance_info", call_args)["instance"] is None
+            moved = client.call(dst, "instance_info", call_args)["instance"]
+            assert (moved["state"], moved["qemu_status"]) == ("running", "running")
+            # The guest carried on where it was: its tick counter continues on the target.
+            last_tick = int(src_log.read_text().split("HERD-GUEST-TICK ")[-1].split()[0])
+            content = wait_for(dst_log, f"HERD-GUEST-TICK {last_tick + 2}\n", timeout=60)
+            assert UP not in content
+        finally:
+            for node in (src, dst):
+                client.call(node, "instance_stop", {**call_args, "timeout": 0, "force": True})
