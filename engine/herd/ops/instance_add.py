@@ -202,16 +202,7 @@ class InstanceAdd(Op):
             c, used_macs(ctx.store.list("instance")), placement.primary, placement.secondary
         )
         self.create_disks(ctx, inst, chosen)
-        if p["install"] and inst.os:
-            paths = assemble_disks(ctx, inst, placement.primary)
-            ctx.log(f"installing OS {inst.os}")
-            ctx.services.call(
-                placement.primary,
-                "os_create",
-                {"spec": instance_spec(ctx, inst), "disk_paths": paths, "reinstall": False},
-                timeout=3600,
-            )
-            shutdown_disks(ctx, inst, placement.primary)
+        self.fill_disks(ctx, inst, placement.primary)
         with ctx.store.transaction() as txn:
             clash = used_macs(txn.list("instance")) & {n.mac for n in inst.nics}
             if clash:
@@ -240,6 +231,21 @@ class InstanceAdd(Op):
             "primary_node": placement.primary.name,
             "secondary_node": placement.secondary.name if placement.secondary else None,
         }
+
+    def fill_disks(self, ctx: OpContext, inst: Instance, primary: Node) -> None:
+        """Put the first data on the new disks: the OS create script here; imports and
+        moves fill them from a stream instead."""
+        if not (self.params["install"] and inst.os):
+            return
+        paths = assemble_disks(ctx, inst, primary)
+        ctx.log(f"installing OS {inst.os}")
+        ctx.services.call(
+            primary,
+            "os_create",
+            {"spec": instance_spec(ctx, inst), "disk_paths": paths, "reinstall": False},
+            timeout=3600,
+        )
+        shutdown_disks(ctx, inst, primary)
 
     def build(self, c: Any, macs: set[str], primary: Node, secondary: Node | None) -> Instance:
         p = self.params
