@@ -261,14 +261,23 @@ def alive(pid: int) -> bool:
         return False
 
 
+def gone(pid: int) -> bool:
+    """The process has exited, allowing it the moment between releasing its memory (when
+    the hypervisor already counts it as gone) and becoming a zombie."""
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
 @pytest.fixture
 def short_root() -> Iterator[Path]:
     """A state root short enough for Unix socket paths (pytest's tmp_path may not be)."""
     root = Path(tempfile.mkdtemp(prefix="hk", dir="/tmp"))
     yield root
-    hv = KvmHypervisor(NodeContext(root))
-    for info in hv.list():
-        hv.stop(info["name"], 0.0, force=True)
+    for runtime in root.rglob("hv/kvm/*/runtime.json"):  # every simulated node's guests
+        node_root = runtime.parents[3]
+        KvmHypervisor(NodeContext(node_root)).stop(runtime.parent.name, 0.0, force=True)
     shutil.rmtree(root)
 
 
@@ -302,14 +311,14 @@ def test_tiny_guest_boots_stops_cleanly_and_by_force(
 
     assert hv.stop("vm1", 60.0, force=False) == {"changed": True, "method": "acpi"}
     assert "HERD-GUEST-POWEROFF" in log.read_text()
-    assert not alive(started["pid"])
+    assert gone(started["pid"])
     assert hv.info("vm1") is None
 
     again = hv.start(spec, [str(disk)])
     wait_for(log, UP)
     assert hv.stop("vm1", 60.0, force=True) == {"changed": True, "method": "kill"}
     assert "HERD-GUEST-POWEROFF" not in log.read_text()
-    assert not alive(again["pid"])
+    assert gone(again["pid"])
     assert hv.stop("vm1", 60.0, force=False)["changed"] is False
 
 
@@ -324,9 +333,33 @@ def test_soft_reboot_restarts_the_guest_after_a_clean_shutdown(
     wait_for(log, UP)
     rebooted = hv.reboot("vm2", hard=False)
     assert (rebooted["method"], rebooted["hard"]) == ("acpi", False)
-    assert rebooted["pid"] != first["pid"] and not alive(first["pid"])
+    assert rebooted["pid"] != first["pid"] and gone(first["pid"])
     wait_for(log, UP)
     assert hv.info("vm2")["qemu_status"] == "running"  # type: ignore[index]
+
+
+@pytest.mark.lab
+@needs_qemu
+def test_non_live_migration_pauses_the_guest_and_resumes_it_on_the_target(
+    tiny_guest: dict[str, str], short_root: Path
+) -> None:
+    source = KvmHypervisor(NodeContext(short_root / "a"))
+    target = KvmHypervisor(NodeContext(short_root / "b"))
+    spec = guest_spec(tiny_guest, "vm3")
+    started = source.start(spec, [])
+    wait_for(short_root / "a" / "hv" / "kvm" / "vm3" / "serial.log", UP)
+    port = target.migration_accept(spec, [])["port"]
+    assert target.migration_accept(spec, []) == {"changed": False, "port": port}
+    sent = source.migrate("vm3", "127.0.0.1", port, live=False)
+    assert sent["live"] is False
+    assert source.migrate("vm3", "127.0.0.1", port, live=False)["changed"] is False
+    # The source copy stays paused until the target confirms; the target waits paused too.
+    assert source.info("vm3")["qemu_status"] == "postmigrate"  # type: ignore[index]
+    assert target.info("vm3")["qemu_status"] == "paused"  # type: ignore[index]
+    assert target.migration_finish("vm3", True)["state"] == "running"
+    assert source.migration_finish("vm3", True)["role"] == "source"
+    assert gone(started["pid"]) and source.info("vm3") is None
+    assert target.info("vm3")["qemu_status"] == "running"  # type: ignore[index]
 
 
 def address(node: herdlab.LabNode) -> NodeAddress:
@@ -367,7 +400,7 @@ def test_live_migration_between_lab_nodes(
             finished = client.call(dst, "instance_migration_finish", {**call_args, "success": True})
             assert (finished["role"], finished["state"]) == ("target", "running")
 
-            assert not alive(started["pid"])
+            assert gone(started["pid"])
             assert client.call(src, "instance_info", call_args)["instance"] is None
             moved = client.call(dst, "instance_info", call_args)["instance"]
             assert (moved["state"], moved["qemu_status"]) == ("running", "running")
