@@ -373,6 +373,9 @@ def disk_grows(current: list[dict[str, Any]], declared: list[Any]) -> dict[int, 
     grows = {}
     for index, (disk, spec) in enumerate(zip(current, declared, strict=True)):
         spec = spec if isinstance(spec, dict) else {"size": spec}
+        unknown = sorted(set(spec) - {"size", "mode", "name"})
+        if unknown:
+            raise invalid(f"disks[{index}].{unknown[0]}", spec, "a disk has keys size, mode, name")
         for key in ("mode", "name"):
             if spec.get(key) is not None and spec[key] != disk.get(key):
                 raise invalid(

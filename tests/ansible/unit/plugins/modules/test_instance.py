@@ -211,6 +211,7 @@ def test_a_smaller_disk_fails_naming_the_disk() -> None:
         ([64, 128, 256], "disks"),
         ([64, {"size": 128, "mode": "ro"}], "disks[1].mode"),
         ([{"name": "root"}, 128], "disks[0].name"),
+        ([64, {"size": 128, "type": "ssd"}], "disks[1].type"),
         ([64, "12X"], "disks[1].size"),
         ([64, True], "disks[1].size"),
         ([64, "0.5M"], "disks[1].size"),
