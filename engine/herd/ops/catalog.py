@@ -9,5 +9,6 @@ from herd.ops import (  # noqa: F401
     instance_lifecycle,
     instance_migrate,
     instance_modify,
+    instance_replace_disks,
     node,
 )

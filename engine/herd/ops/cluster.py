@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import herd
@@ -297,9 +298,26 @@ class ClusterVerify(Op):
             for path, digest in ca_sum.items():
                 if found.get(path) not in (None, digest):
                     problem(node.name, "error", f"{path} differs from the cluster CA")
+        disks = self.verify_drbd(ctx, {n.uuid: n for n in nodes}, problem)
         ok = not any(p["severity"] == "error" for p in problems)
         ctx.log("cluster verify: " + ("no errors" if ok else f"{len(problems)} problem(s)"))
-        return {"ok": ok, "problems": problems, "nodes": report}
+        return {"ok": ok, "problems": problems, "nodes": report, "drbd": disks}
+
+    @staticmethod
+    def verify_drbd(
+        ctx: OpContext, nodes: dict[str, Node], problem: Callable[[str, str, str], None]
+    ) -> dict[str, Any]:
+        """Live replication state of every DRBD instance: degraded, StandAlone, split brain."""
+        # Imported here: the instance modules import this one for its settings.
+        from herd.ops import drbd
+
+        found = {}
+        for inst in ctx.store.list("instance"):
+            if drbd.is_drbd(inst):
+                found[inst.name], issues = drbd.verify(ctx, inst, nodes)
+                for node, severity, message in issues:
+                    problem(node, severity, message)
+        return found
 
 
 def validate_group_ref(ctx: OpContext, name: str, field: str = "group") -> NodeGroup:

@@ -12,6 +12,7 @@ from typing import Any
 from herd.config.model import Disk, Instance, Nic, Node
 from herd.errors import PrerequisiteError, ValidationError
 from herd.node.hv.base import hypervisor_for
+from herd.ops import drbd
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.cluster import HYPERVISORS
 from herd.ops.instance_base import assemble_disks, set_admin_state, shutdown_disks, start_on
@@ -198,21 +199,24 @@ class InstanceAdd(Op):
                 "primary_node": placement.primary.name,
                 "secondary_node": placement.secondary.name if placement.secondary else None,
             }
-        inst = self.build(
-            c, used_macs(ctx.store.list("instance")), placement.primary, placement.secondary
-        )
-        self.create_disks(ctx, inst, chosen)
-        self.fill_disks(ctx, inst, placement.primary)
-        with ctx.store.transaction() as txn:
-            clash = used_macs(txn.list("instance")) & {n.mac for n in inst.nics}
-            if clash:
-                raise PrerequisiteError(
-                    f"MAC address {sorted(clash)[0]} is already in use", field="nics"
-                )
-            txn.add(inst)
+        with drbd.reserved(ctx.owner):
+            inst = self.build(
+                c, used_macs(ctx.store.list("instance")), placement.primary, placement.secondary
+            )
+            self.create_disks(ctx, inst, chosen)
+            self.fill_disks(ctx, inst, placement.primary)
+            with ctx.store.transaction() as txn:
+                clash = used_macs(txn.list("instance")) & {n.mac for n in inst.nics}
+                if clash:
+                    raise PrerequisiteError(
+                        f"MAC address {sorted(clash)[0]} is already in use", field="nics"
+                    )
+                drbd.check_unique(txn, inst)
+                txn.add(inst)
         ctx.undo(f"remove {inst.name} from the config", lambda: self.forget(ctx, inst))
         ctx.locks.register("instance", [inst.uuid])
         if p["start"]:
+            self.undo_assembly(ctx, inst, placement.primary)
             ctx.undo(
                 f"stop {inst.name}",
                 lambda: ctx.services.call(
@@ -237,6 +241,7 @@ class InstanceAdd(Op):
         moves fill them from a stream instead."""
         if not (self.params["install"] and inst.os):
             return
+        self.undo_assembly(ctx, inst, primary)
         paths = assemble_disks(ctx, inst, primary)
         ctx.log(f"installing OS {inst.os}")
         ctx.services.call(
@@ -286,6 +291,13 @@ class InstanceAdd(Op):
         return inst
 
     def create_disks(self, ctx: OpContext, inst: Instance, nodes: list[Node]) -> None:
+        if drbd.is_drbd(inst):
+            primary, secondary = nodes
+            drbd.assign_params(ctx, inst, primary, secondary)
+            drbd.create(
+                ctx, inst, primary, secondary, skip_sync=self.params["install"] and bool(inst.os)
+            )
+            return
         for node in nodes:
             for index, disk in enumerate(inst.disks):
                 spec = disk_arg(inst, index, disk)
@@ -295,6 +307,14 @@ class InstanceAdd(Op):
                 )
                 ctx.services.call(node, "disk_create", {"disk": spec}, timeout=3600)
         ctx.log(f"created {len(inst.disks)} disk(s) on " + ", ".join(n.name for n in nodes))
+
+    @staticmethod
+    def undo_assembly(ctx: OpContext, inst: Instance, node: Node) -> None:
+        """Disks in use (a DRBD Primary) cannot be removed: take them down first."""
+        ctx.undo(
+            f"shut down the disks of {inst.name} on {node.name}",
+            lambda: shutdown_disks(ctx, inst, node),
+        )
 
     @staticmethod
     def forget(ctx: OpContext, inst: Instance) -> None:

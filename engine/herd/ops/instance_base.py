@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from herd.config.model import Instance, Node
 from herd.errors import PrerequisiteError
+from herd.ops import drbd
 from herd.ops.base import LockSpec, Op, OpContext
 from herd.ops.instance_common import disk_arg, get_instance, instance_nodes, instance_spec
 from herd.ops.params import Param, check_name
@@ -56,8 +57,13 @@ def require_online(node: Node, what: str) -> None:
         raise PrerequisiteError(f"node {node.name} is offline: cannot {what}", node=node.name)
 
 
-def assemble_disks(ctx: OpContext, inst: Instance, node: Node) -> list[str]:
-    """Make every disk usable on ``node`` and return the paths the hypervisor opens."""
+def assemble_disks(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> list[str]:
+    """Make every disk usable on ``node`` and return the paths the hypervisor opens.
+
+    ``force`` lets a DRBD disk go Primary without its peer (the peer is dead).
+    """
+    if drbd.is_drbd(inst):
+        return drbd.assemble(ctx, inst, node, force)
     return [
         ctx.services.call(node, "disk_assemble", {"disk": disk_arg(inst, i, d)})["path"]
         for i, d in enumerate(inst.disks)
@@ -65,12 +71,15 @@ def assemble_disks(ctx: OpContext, inst: Instance, node: Node) -> list[str]:
 
 
 def shutdown_disks(ctx: OpContext, inst: Instance, node: Node) -> None:
+    if drbd.is_drbd(inst):
+        drbd.shutdown(ctx, inst, node)
+        return
     for i, disk in enumerate(inst.disks):
         ctx.services.call(node, "disk_shutdown", {"disk": disk_arg(inst, i, disk)})
 
 
-def start_on(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any]:
-    paths = assemble_disks(ctx, inst, node)
+def start_on(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> dict[str, Any]:
+    paths = assemble_disks(ctx, inst, node, force)
     return ctx.services.call(
         node, "instance_start", {"spec": instance_spec(ctx, inst), "disk_paths": paths}, timeout=600
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from herd.errors import PrerequisiteError
+from herd.ops import drbd
 from herd.ops.base import OpContext, register
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
@@ -155,6 +156,8 @@ class InstanceRemove(InstanceOp):
                         },
                         timeout=self.params["shutdown_timeout"] + 60,
                     )
+                    if drbd.is_drbd(inst):
+                        drbd.demote(ctx, inst, node)
                 for i, disk in enumerate(inst.disks):
                     ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, i, disk)})
             except PrerequisiteError as exc:

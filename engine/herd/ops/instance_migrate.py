@@ -11,6 +11,7 @@ from typing import Any
 
 from herd.config.model import Instance, Node
 from herd.errors import PrerequisiteError, ValidationError
+from herd.ops import drbd
 from herd.ops.base import OpContext, register
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
@@ -112,7 +113,11 @@ class InstanceMigrate(_MoveOp):
             ctx.log(f"instance {inst.name} is not running: primary set to {target.name}")
             return {"changed": True, "primary_node": target.name, "live": False}
         spec = instance_spec(ctx, inst)
-        paths = assemble_disks(ctx, inst, target)
+        mirrored = drbd.is_drbd(inst)
+        if mirrored:
+            paths = drbd.migration_prepare(ctx, inst, source, target)
+        else:
+            paths = assemble_disks(ctx, inst, target)
         hv = {"name": inst.name, "hypervisor": inst.hypervisor}
         ctx.undo(
             f"abort the incoming migration on {target.name}",
@@ -152,7 +157,10 @@ class InstanceMigrate(_MoveOp):
             timeout=300,
         )
         self.switch_primary(ctx, inst, target)
-        shutdown_disks(ctx, inst, source)
+        if mirrored:
+            drbd.migration_done(ctx, inst, source, target)
+        else:
+            shutdown_disks(ctx, inst, source)
         return {"changed": True, "primary_node": target.name, "live": self.params["live"]}
 
 
@@ -171,7 +179,9 @@ class InstanceFailover(_MoveOp):
             "ignore_consistency",
             bool,
             default=False,
-            doc="proceed although the primary cannot be reached to shut it down",
+            doc="proceed although the primary cannot be reached to shut it down "
+            "(DRBD: promote the secondary without its peer; the old primary's disks are "
+            "left for instance.replace_disks)",
         ),
         SHUTDOWN_TIMEOUT,
     )
@@ -203,6 +213,6 @@ class InstanceFailover(_MoveOp):
             ctx.log(f"ignoring: {source.name} did not stop {inst.name}: {exc}", "warning")
         self.switch_primary(ctx, inst, target)
         if inst.admin_state == "up":
-            start_on(ctx, inst, target)
+            start_on(ctx, inst, target, force=self.params["ignore_consistency"])
             ctx.log(f"instance {inst.name} started on {target.name}")
         return {"changed": True, "primary_node": target.name}

@@ -12,6 +12,7 @@ from typing import Any
 from herd.config.model import Nic
 from herd.errors import ValidationError
 from herd.node.hv.base import hypervisor_for
+from herd.ops import drbd
 from herd.ops.base import OpContext, register
 from herd.ops.instance_base import InstanceOp, instance_name_param, require_online
 from herd.ops.instance_common import (
@@ -115,14 +116,16 @@ class InstanceModify(InstanceOp):
         if not changes:
             return {"changed": False, "changes": {}}
         if grow is not None and new != disk.size_mib:
-            for uuid in [inst.primary_node, *inst.secondary_nodes]:
-                node = ctx.store.get("node", uuid)
-                ctx.services.call(
-                    node,
-                    "disk_grow",
-                    {"disk": disk_arg(inst, grow["index"], disk), "size_mib": new},
-                    timeout=600,
-                )
+            if drbd.is_drbd(inst):
+                drbd.grow(ctx, inst, grow["index"], new)
+            else:
+                for uuid in [inst.primary_node, *inst.secondary_nodes]:
+                    ctx.services.call(
+                        ctx.store.get("node", uuid),
+                        "disk_grow",
+                        {"disk": disk_arg(inst, grow["index"], disk), "size_mib": new},
+                        timeout=600,
+                    )
             disk.size_mib = new
             ctx.log(f"disk {grow['index']} of {inst.name} grown to {new} MiB")
         inst.beparams, inst.hvparams, inst.nics = beparams, hvparams, nics
