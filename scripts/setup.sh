@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(openssh-server openssh-client iproute2 procps socat zstd lz4 lzop)
+debs=(
+  openssh-server openssh-client iproute2 procps socat zstd lz4 lzop  # lab nodes, transfers
+  e2fsprogs fdisk util-linux ganeti-os-noop                           # OS API (herd-image, noop)
+  drbd-utils lvm2                                                     # DRBD/LVM backends
+  qemu-system-x86 qemu-utils busybox-static debootstrap               # kvm guests, VM nodes
+  ganeti-htools                                                       # hail, for iallocator tests
+)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

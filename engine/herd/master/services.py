@@ -21,7 +21,6 @@ from herd.rpc.client import CallResult, NodeClient
 from herd.rpc.ssh import NodeAddress, SSHPool
 
 SSH_KEY_FILE = "ssh_key"
-DOMAIN_SECRET_FILE = "domain_secret"
 BOOTSTRAP_KEY_ENV = "HERD_BOOTSTRAP_KEY"
 
 

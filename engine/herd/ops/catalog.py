@@ -9,6 +9,8 @@ from herd.ops import (  # noqa: F401
     instance_lifecycle,
     instance_migrate,
     instance_modify,
+    instance_move,
+    instance_receive,
     instance_replace_disks,
     node,
 )

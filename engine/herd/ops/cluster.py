@@ -11,10 +11,9 @@ from typing import Any
 import herd
 from herd.config.model import Cluster, Node, NodeGroup
 from herd.crypto.ca import ClusterCA
-from herd.crypto.secrets import generate_domain_secret, save_domain_secret
+from herd.crypto.secrets import generate_domain_secret
 from herd.crypto.sshkeys import generate_ssh_key
 from herd.errors import ConflictError, PrerequisiteError, ValidationError
-from herd.master.services import DOMAIN_SECRET_FILE
 from herd.ops import nodejoin
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.params import Param, check_name, check_port_range
@@ -37,6 +36,12 @@ def _check_mac_prefix(value: str) -> str | None:
     if re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", value):
         return None
     return "three lower-case hex octets 'aa:bb:cc'"
+
+
+def _check_secret(value: str) -> str | None:
+    if re.fullmatch(r"(?:[0-9a-f]{2}){32,}", value):
+        return None
+    return "at least 64 lower-case hex digits (e.g. another cluster's domain secret)"
 
 
 def _nonempty(value: list[str]) -> str | None:
@@ -80,6 +85,12 @@ SETTINGS = (
     ),
     Param("max_running_jobs", int, minimum=1, maximum=1000, doc="jobs running at once"),
     Param("tags", list, item_type=str, doc="cluster tags"),
+    Param("domain_secret", str, secret=True, check=_check_secret,
+          doc="cluster domain secret shared by clusters that move instances between them "
+          "(default at init: a new random one)"),
+    Param("allow_cipher_bypassing", bool, extra={"local_only": True},
+          doc="let intra-cluster moves choose TLS ciphers from the allow-list; never settable "
+          "over a remote API"),
 )
 
 
@@ -131,7 +142,6 @@ class ClusterInit(Op):
         ca.save(crypto)
         key_line = generate_ssh_key(services.ssh_key_path, comment=f"herd@{p['name']}")
         secret = generate_domain_secret()
-        save_domain_secret(crypto / DOMAIN_SECRET_FILE, secret)
         services.reset_rpc()
         ctx.undo("drop connections made with the new key", services.reset_rpc)
         ctx.log(f"cluster {p['name']}: created CA, SSH key and domain secret")

@@ -102,3 +102,19 @@ def set_admin_state(ctx: OpContext, inst: Instance, state: str) -> bool:
     with ctx.store.transaction() as txn:
         txn.update(inst)
     return True
+
+
+def stop_for_copy(ctx: OpContext, inst: Instance, node: Node, timeout: float) -> bool:
+    """Disks are copied from a stopped instance; the undo starts it again where it was."""
+    state = runtime_state(ctx, inst, node)
+    if not state or state.get("state") != "running":
+        return False
+    ctx.undo(f"start {inst.name} again on {node.name}", lambda: start_on(ctx, inst, node))
+    ctx.services.call(
+        node,
+        "instance_stop",
+        {"name": inst.name, "hypervisor": inst.hypervisor, "timeout": timeout, "force": False},
+        timeout=timeout + 60,
+    )
+    ctx.log(f"instance {inst.name} stopped for the copy")
+    return True

@@ -48,11 +48,15 @@ def _check_timeouts(connect_timeout: float, stall_timeout: float) -> None:
             raise ValidationError(field, value, "seconds > 0")
 
 
-def _credentials(transfer_id: str, cert_pem: str, key_pem: str, ca_pem: str) -> dict[str, str]:
+def _credentials(
+    transfer_id: str, cert_pem: str, key_pem: str, ca_pem: str, peer_ca_pem: str | None
+) -> dict[str, str]:
     """Files for the worker, after checking the pair is usable for exactly this transfer.
 
     ``require_peer`` is what the receiver applies to its peer; the same rule applied to
-    our own certificate catches a master that mixed up two transfers' credentials.
+    our own certificate catches a master that mixed up two transfers' credentials. Between
+    clusters each end's certificate comes from its own cluster's CA, so the peer is
+    checked against ``peer_ca_pem`` (received in the domain-secret-signed offer).
     """
     CertKey.from_pem(cert_pem, key_pem)
     cert = verify_cert(cert_pem, ca_pem)
@@ -65,7 +69,7 @@ def _credentials(transfer_id: str, cert_pem: str, key_pem: str, ca_pem: str) -> 
         raise ValidationError(
             "cert_pem", f"certificate for {names}", f"a certificate issued for {transfer_id}"
         )
-    return {"cert.pem": cert_pem, "key.pem": key_pem, "ca.pem": ca_pem}
+    return {"cert.pem": cert_pem, "key.pem": key_pem, "ca.pem": peer_ca_pem or ca_pem}
 
 
 def _ciphers(ciphers: str | list[str] | None) -> list[str] | None:
@@ -84,6 +88,7 @@ def transfer_receive_start(
     compression: str = "none",
     ciphers: str | list[str] | None = None,
     bind_ip: str = "0.0.0.0",
+    peer_ca_pem: str | None = None,
     connect_timeout: float = net.DEFAULT_CONNECT_TIMEOUT,
     stall_timeout: float = net.DEFAULT_STALL_TIMEOUT,
 ) -> dict[str, Any]:
@@ -116,7 +121,7 @@ def transfer_receive_start(
         request["port"] = previous.get("port")
         worker.start(directory, request, {})
         return {"changed": False, "port": previous["port"]}
-    secrets = _credentials(transfer_id, cert_pem, key_pem, ca_pem)
+    secrets = _credentials(transfer_id, cert_pem, key_pem, ca_pem, peer_ca_pem)
     with net.listen(bind_ip) as listener:
         request["port"] = listener.getsockname()[1]
         worker.start(directory, request, secrets, listener)
@@ -136,6 +141,7 @@ def transfer_send_start(
     compression: str = "none",
     ciphers: str | list[str] | None = None,
     bandwidth_limit: int | None = None,
+    peer_ca_pem: str | None = None,
     connect_timeout: float = net.DEFAULT_CONNECT_TIMEOUT,
     stall_timeout: float = net.DEFAULT_STALL_TIMEOUT,
 ) -> dict[str, Any]:
@@ -168,7 +174,7 @@ def transfer_send_start(
     directory = worker.transfer_dir(ctx.root, transfer_id, "send")
     if worker.read_json(directory / "request.json") is not None:
         return {"changed": worker.start(directory, request, {})}
-    secrets = _credentials(transfer_id, cert_pem, key_pem, ca_pem)
+    secrets = _credentials(transfer_id, cert_pem, key_pem, ca_pem, peer_ca_pem)
     return {"changed": worker.start(directory, request, secrets)}
 
 

@@ -1,0 +1,276 @@
+"""Moving an instance to another cluster: the source side of ``instance.move``.
+
+Trust between the clusters comes from the shared cluster domain secret alone, as in
+Ganeti's inter-cluster design: the source signs an *offer* (the instance description and
+its CA certificate) and submits an ``instance.receive`` job to the destination master;
+that job checks the signature, creates the disks, starts receivers with certificates of
+its own CA and publishes a signed *answer* (ports, transfer ids, its CA certificate) in
+its job log. The source checks that signature, streams each disk directly from its node
+to the destination node, and waits for the destination job to verify and start the
+instance. No key or certificate is copied by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from herd.api.client import Client
+from herd.config.model import Instance
+from herd.crypto.ca import ClusterCA
+from herd.crypto.secrets import sign_message, verify_message
+from herd.errors import HerdError, TransferError, ValidationError
+from herd.ops.base import OpContext
+from herd.ops.instance_base import assemble_disks, shutdown_disks, stop_for_copy
+from herd.ops.instance_common import cluster, disk_arg, filled_beparams
+from herd.ops.params import Param, check_name
+from herd.ops.transfer import Endpoint, check_digests, report, start_sender, status
+
+if TYPE_CHECKING:
+    from herd.ops.instance_move import InstanceMove
+
+OFFER_KIND = "herd-move-offer-v1"
+ANSWER_KIND = "herd-move-answer-v1"
+READY_LOG_TYPE = "transfer-ready"
+DEST_TEMPLATES = ("file", "sharedfile", "plain", "drbd")
+POLL_SECONDS = 0.5
+
+REMOTE_PARAMS = (
+    Param(
+        "dest_cluster",
+        str,
+        doc="the destination cluster's master API (its Unix socket "
+        "path); the two clusters must share the cluster domain secret",
+    ),
+    Param("dest_name", str, check=check_name, doc="name at the destination (default: same)"),
+    Param(
+        "dest_nodes",
+        list,
+        item_type=str,
+        doc="destination primary (and secondary) node; default: the destination's allocator",
+    ),
+    Param("dest_iallocator", str, doc="external iallocator on the destination"),
+    Param(
+        "keep_source",
+        bool,
+        default=False,
+        doc="leave the (stopped) source instance in place after the move",
+    ),
+)
+REMOTE_ONLY = ("dest_name", "dest_nodes", "dest_iallocator")
+
+
+def refuse_remote_only(params: dict[str, Any]) -> None:
+    """Options meaningful only between clusters are refused, not ignored, within one."""
+    for name in REMOTE_ONLY:
+        if params[name] is not None:
+            raise ValidationError(name, params[name], "nothing without dest_cluster")
+    if params["keep_source"]:
+        raise ValidationError("keep_source", True, "false without dest_cluster")
+
+
+def remote_client(address: str) -> Client:
+    if not address.startswith("/"):
+        raise ValidationError(
+            "dest_cluster", address, "the absolute path of the destination master's API socket"
+        )
+    return Client(address, timeout=120)
+
+
+def check(op: InstanceMove, ctx: OpContext, inst: Instance) -> None:
+    p = op.params
+    if p["target_node"] is not None:
+        raise ValidationError(
+            "target_node", p["target_node"], "nothing with dest_cluster: use dest_nodes"
+        )
+    if p["dest_nodes"] is not None and not 1 <= len(p["dest_nodes"]) <= 2:
+        raise ValidationError("dest_nodes", p["dest_nodes"], "one or two node names")
+    with remote_client(p["dest_cluster"]) as remote:
+        info = remote.info()
+    if info.get("cluster") is None:
+        raise ValidationError(
+            "dest_cluster", p["dest_cluster"], "the API of an initialised cluster"
+        )
+    if info["cluster"] == cluster(ctx).name:
+        raise ValidationError(
+            "dest_cluster", p["dest_cluster"], "another cluster's master, not this one"
+        )
+
+
+def describe(ctx: OpContext, op: InstanceMove, inst: Instance, start: bool) -> dict[str, Any]:
+    """The instance as the destination should create it: identity and parameters kept."""
+    p = op.params
+    be = filled_beparams(cluster(ctx), inst)
+    nodes = p["dest_nodes"] or []
+    return {
+        "name": p["dest_name"] or inst.name,
+        "disk_template": p["dest_disk_template"] or inst.disk_template,
+        "disks": [{"size": d.size_mib, "mode": d.mode, "name": d.name} for d in inst.disks],
+        "nics": [
+            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link, "name": n.name}
+            for n in inst.nics
+        ],
+        "os": inst.os or None,
+        "hypervisor": inst.hypervisor,
+        "hvparams": inst.hvparams,
+        "memory": int(be["memory"]),
+        "vcpus": int(be["vcpus"]),
+        "osparams": inst.osparams,
+        "tags": inst.tags,
+        "primary_node": nodes[0] if nodes else None,
+        "secondary_node": nodes[1] if len(nodes) > 1 else None,
+        "iallocator": p["dest_iallocator"],
+        "start": start,
+    }
+
+
+def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
+    p = op.params
+    inst = op.instance(ctx)
+    source = op.primary(ctx, inst)
+    c = cluster(ctx)
+    ca = ClusterCA.load(ctx.services.crypto_dir)
+    was_running = stop_for_copy(ctx, inst, source, p["shutdown_timeout"])
+    offer = sign_message(
+        c.domain_secret,
+        {
+            "kind": OFFER_KIND,
+            "source_cluster": c.name,
+            "source_ca_pem": ca.cert_pem.decode(),
+            "compression": p["compression"],
+            "instance": describe(ctx, op, inst, was_running),
+        },
+    )
+    with remote_client(p["dest_cluster"]) as remote:
+        job_id = remote.submit(
+            [{"op": "instance.receive", "offer": offer}],
+            reason=[["herd:instance.move", f"{inst.name} from cluster {c.name}", time.time()]],
+        )
+        ctx.log(f"destination job {job_id} submitted on {remote.info()['cluster']}")
+        ctx.undo(f"wait for destination job {job_id} to roll back",
+                 lambda: await_rollback(p["dest_cluster"], job_id))
+        answer, since = wait_ready(ctx, remote, job_id, c.domain_secret)
+        paths = assemble_disks(ctx, inst, source)
+        ends = []
+        for offer_disk in answer["transfers"]:
+            index = offer_disk["index"]
+            end = Endpoint(source, paths[index])
+            start_sender(
+                ctx,
+                ca,
+                offer_disk["transfer_id"],
+                end,
+                offer_disk["host"],
+                offer_disk["port"],
+                p["compression"],
+                None,
+                p["bandwidth_limit"],
+                peer_ca_pem=answer["dest_ca_pem"],
+            )
+            ends.append((index, offer_disk["transfer_id"], end))
+        result = wait_done(ctx, remote, job_id, since, inst.name, ends)
+    shutdown_disks(ctx, inst, source)
+    ctx.forget_undo()
+    ctx.log(f"instance {inst.name} arrived as {result['instance']} on the destination")
+    if not p["keep_source"]:
+        forget_source(ctx, inst)
+    return {
+        "changed": True,
+        "instance": inst.name,
+        "dest_instance": result["instance"],
+        "dest_job": job_id,
+        "dest_primary_node": result.get("primary_node"),
+        "kept_source": p["keep_source"],
+    }
+
+
+def wait_ready(
+    ctx: OpContext, remote: Client, job_id: int, secret: str
+) -> tuple[dict[str, Any], int]:
+    """Follow the destination job's log to its signed answer; fail if the job ends first."""
+    since = 0
+    while True:
+        ctx.check_cancel()
+        doc = remote.request(
+            "GET", f"/v1/jobs/{job_id}/wait", query={"log_since": since, "timeout": "5"}
+        )
+        for entry in doc.get("log", []):
+            since = max(since, entry["serial"])
+            if entry["type"] == READY_LOG_TYPE:
+                answer = verify_message(secret, (entry.get("data") or {}).get("answer"))
+                if answer.get("kind") != ANSWER_KIND:
+                    raise ValidationError("answer.kind", answer.get("kind"), ANSWER_KIND)
+                return answer, since
+            ctx.log(f"destination: {entry['message']}")
+        if doc["status"] in ("success", "error", "canceled"):
+            raise remote_failure(job_id, doc)
+
+
+def wait_done(
+    ctx: OpContext,
+    remote: Client,
+    job_id: int,
+    since: int,
+    name: str,
+    ends: list[tuple[int, str, Endpoint]],
+) -> dict[str, Any]:
+    """Watch our senders and the destination job together; the job's verdict is final,
+    and each disk's digest must match what our sender streamed."""
+    last = 0.0
+    while True:
+        ctx.check_cancel()
+        states = {index: status(ctx, end, tid, "send") for index, tid, end in ends}
+        for index, st in states.items():
+            if st.get("state") == "failed":
+                raise TransferError(f"disk {index} of {name}: {st.get('error')}")
+        doc = remote.request(
+            "GET",
+            f"/v1/jobs/{job_id}/wait",
+            query={"log_since": since, "timeout": f"{POLL_SECONDS}"},
+        )
+        for entry in doc.get("log", []):
+            since = max(since, entry["serial"])
+        if doc["status"] in ("error", "canceled"):
+            raise remote_failure(job_id, doc)
+        if doc["status"] == "success":
+            result = doc["ops"][-1]["result"]
+            for index, st in states.items():
+                check_digests(
+                    f"disk {index} of {name}", st, {"digest": result["digests"].get(str(index))}
+                )
+            return result
+        if time.monotonic() - last >= 3:
+            last = time.monotonic()
+            for index, st in states.items():
+                report(ctx, f"disk {index} of {name}", st)
+
+
+def await_rollback(address: str, job_id: int, timeout: float = 180.0) -> None:
+    """Once our senders are aborted the destination's receivers fail and its job undoes
+    what it made; wait for that, so a failed move returns only when both sides are clean."""
+    with remote_client(address) as remote:
+        if remote.job(job_id)["status"] in ("queued", "waiting"):
+            remote.cancel(job_id)
+        remote.wait(job_id, timeout=timeout)
+
+
+def remote_failure(job_id: int, doc: dict[str, Any]) -> HerdError:
+    err = doc.get("error") or {"message": f"ended as {doc['status']}"}
+    failure = HerdError.from_dict(err)
+    failure.message = f"destination job {job_id} failed: {failure.message}"
+    return failure
+
+
+def forget_source(ctx: OpContext, inst: Instance) -> None:
+    """The instance now lives elsewhere: its disks and config entry go (warnings only)."""
+    for uuid in [inst.primary_node, *inst.secondary_nodes]:
+        node = ctx.store.get("node", uuid)
+        for index, disk in enumerate(inst.disks):
+            try:
+                ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, index, disk)})
+            except Exception as exc:  # noqa: BLE001 - the move succeeded; report leftovers
+                ctx.log(f"could not remove disk {index} on {node.name}: {exc}", "warning")
+    with ctx.store.transaction() as txn:
+        txn.delete(txn.get("instance", inst.uuid))
+    ctx.locks.unregister("instance", [inst.uuid], owner=ctx.owner)
+    ctx.log(f"source instance {inst.name} removed")
