@@ -36,6 +36,8 @@ class OpState:
     error: dict[str, Any] | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    #: Tries of this op that ended temporarily infeasible and were put back in the queue.
+    tries: int = 0
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Job:
     ended_at: float | None = None
     error: dict[str, Any] | None = None
     log_serial: int = 0
+    #: Epoch seconds before which no worker picks the job (set when a try is put back).
+    not_before: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

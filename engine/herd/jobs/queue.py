@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 PRIORITY = Param("priority", int, default=J.PRIO_NORMAL, minimum=J.PRIO_MIN, maximum=J.PRIO_MAX)
 DEFAULT_MAX_RUNNING = 20
 AGING_SECONDS = 30.0
+#: Longest an idle worker sleeps before it looks at the queue again on its own.
+IDLE_RECHECK = 5.0
 
 JobRunner = Callable[[Job, threading.Event, "JobQueue"], None]
 
@@ -52,6 +54,7 @@ class JobQueue:
         self._next_id = db.next_id()
         self._workers: dict[int, threading.Thread] = {}
         self._stopping = False
+        self._wake_at = 0.0
         stored = db.get_setting("max_running")
         self._max_running = max_running or (int(stored) if stored else DEFAULT_MAX_RUNNING)
         self._ops = registry()
@@ -453,7 +456,11 @@ class JobQueue:
                 running_labels[label] = running_labels.get(label, 0) + 1
         best: tuple[int, int] | None = None
         chosen: Job | None = None
+        self._wake_at = now + IDLE_RECHECK
         for job in list(self._queued.values()):
+            if job.not_before is not None and job.not_before > now:
+                self._wake_at = min(self._wake_at, job.not_before)
+                continue
             blocked, failed = self._deps_state(job)
             if failed:
                 self._queued.pop(job.id)
@@ -492,8 +499,9 @@ class JobQueue:
                     job = self._pick_locked()
                     if job is not None:
                         break
-                    # Aging and dependency changes are re-evaluated at least this often.
-                    self._cond.wait(5.0)
+                    # Aging and dependency changes are re-evaluated at least this often,
+                    # and a job put back for a later try is picked when its time comes.
+                    self._cond.wait(max(0.0, self._wake_at - time.time()))
                 self._queued.pop(job.id)
                 self._active[job.id] = job
                 cancel = threading.Event()
@@ -511,6 +519,24 @@ class JobQueue:
     def finish(self, job: Job, status: str, error: dict[str, Any] | None = None) -> None:
         with self._cond:
             self._finish_locked(job, status, error)
+
+    def requeue(self, job: Job, index: int, delay: float) -> None:
+        """Put a job whose op ``index`` should be tried again back in the queue, to be
+        picked no sooner than ``delay`` seconds from now.
+
+        The runner calls this after the try has given its locks back, so the job waits
+        without a worker and without blocking anyone; it is ``queued`` again, so it can be
+        canceled, and a master restart keeps it like any other queued job.
+        """
+        with self._cond:
+            op = job.ops[index]
+            op.status, op.tries = J.QUEUED, op.tries + 1
+            job.status, job.not_before = J.QUEUED, time.time() + delay
+            self._save_locked(job)
+            self._active.pop(job.id, None)
+            self._cancel.pop(job.id, None)
+            self._queued[job.id] = job
+            self._cond.notify_all()
 
     def op_class(self, name: str) -> type[Op]:
         return self._ops[name]

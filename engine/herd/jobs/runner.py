@@ -15,8 +15,10 @@ from typing import Any
 from herd.config.store import Store
 from herd.errors import CanceledError, HerdError
 from herd.jobs import job as J
+from herd.jobs import retry
 from herd.jobs.job import Job
 from herd.jobs.queue import JobQueue
+from herd.jobs.retry import NextTry
 from herd.locking import ALL, LEVELS, LockManager, acquire_with_backoff
 from herd.ops.base import ALL_LOCKS, LockSpec, OpContext
 
@@ -33,10 +35,15 @@ class JobRunner:
         owner = f"job-{job.id}"
         try:
             for index, state in enumerate(job.ops):
-                error = self._run_op(job, index, state.params, cancel, queue, owner)
-                if error is not None:
-                    status = J.CANCELED if error["type"] == CanceledError.kind else J.ERROR
-                    queue.finish(job, status, error)
+                if state.status == J.SUCCESS:
+                    continue  # done by an earlier run of this job, before it was put back
+                outcome = self._run_op(job, index, state.params, cancel, queue, owner)
+                if isinstance(outcome, NextTry):
+                    queue.requeue(job, index, outcome.delay)
+                    return
+                if outcome is not None:
+                    status = J.CANCELED if outcome["type"] == CanceledError.kind else J.ERROR
+                    queue.finish(job, status, outcome)
                     return
             queue.finish(job, J.SUCCESS)
         finally:
@@ -50,8 +57,11 @@ class JobRunner:
         cancel: threading.Event,
         queue: JobQueue,
         owner: str,
-    ) -> dict[str, Any] | None:
-        op = queue.op_class(job.ops[index].op)(params)
+    ) -> dict[str, Any] | NextTry | None:
+        """None on success, the error that ends the job, or the next try of this op."""
+        op_class = queue.op_class(job.ops[index].op)
+        done = job.ops[index].tries
+        op = op_class(retry.params_for_try(op_class, params, done))
 
         def log(message: str, kind: str, data: dict[str, Any] | None) -> None:
             queue.log(job.id, message, kind, data)
@@ -81,7 +91,12 @@ class JobRunner:
             result = op.run(ctx)
             ctx.forget_undo()
         except HerdError as exc:
-            return self._fail(job, index, queue, ctx, exc.to_dict())
+            error = exc.to_dict()
+            again = retry.next_try(op_class, params, done, error)
+            if again is None:
+                return self._fail(job, index, queue, ctx, error)
+            self._try_again(job, index, ctx, error, again)
+            return again
         except Exception as exc:  # noqa: BLE001 - report a bug as a job error, never a hang
             log(traceback.format_exc(), "error", None)
             return self._fail(
@@ -128,6 +143,25 @@ class JobRunner:
                 priority=job.priority,
                 cancel=cancel,
             )
+
+    @staticmethod
+    def _try_again(
+        job: Job, index: int, ctx: OpContext, error: dict[str, Any], again: NextTry
+    ) -> None:
+        """Undo whatever the try made and say in the job log what happens next."""
+        ctx.run_undo()
+        tries = job.ops[index].params[retry.TRIES]
+        nxt = (
+            f"next opportunistic try in {again.delay:.1f} s"
+            if again.opportunistic
+            else "next: a create with blocking locks"
+        )
+        ctx.log(
+            f"temporarily infeasible (opportunistic try {job.ops[index].tries + 1} of "
+            f"{tries}): {error['message']}; {nxt}",
+            "warning",
+            {"try": job.ops[index].tries + 1, "tries": tries, "delay": again.delay},
+        )
 
     @staticmethod
     def _fail(

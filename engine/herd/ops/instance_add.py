@@ -82,6 +82,24 @@ class InstanceAdd(Op):
             default=False,
             doc="lock only the nodes free right now and place among them",
         ),
+        Param(
+            "opportunistic_tries",
+            int,
+            default=0,
+            minimum=0,
+            maximum=100,
+            doc="opportunistic tries (implies opportunistic); a temporarily infeasible try "
+            "puts the job back in the queue for the next one, and after the last a create "
+            "with blocking locks runs (0: one try, no retry)",
+        ),
+        Param(
+            "opportunistic_delay",
+            float,
+            default=5.0,
+            minimum=0,
+            maximum=3600,
+            doc="seconds between opportunistic tries (each spread by +/-20%)",
+        ),
         Param("start", bool, default=True, doc="start the instance once created"),
         Param("tags", list, default=[], item_type=str, doc="instance tags"),
         Param("dry_run", bool, default=False, doc="only return where it would be placed"),
