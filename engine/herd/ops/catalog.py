@@ -13,4 +13,5 @@ from herd.ops import (  # noqa: F401
     instance_receive,
     instance_replace_disks,
     node,
+    node_evacuate,
 )
