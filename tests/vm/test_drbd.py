@@ -128,7 +128,7 @@ def test_create_write_failover_read(cluster: Any) -> None:
         secondary_node=n2.name,
     )
     assert result["secondary_node"] == n2.name
-    assert any(e["kind"] == "progress" and "resync" in e["message"] for e in log)
+    assert any(e["type"] == "progress" and "resync" in e["message"] for e in log)
     params = disk_params(running, "d1")
     assert 11000 <= params["port"] <= 14999 and params["minors"] == {n1.name: 0, n2.name: 0}
     assert "ro:Primary/Secondary" in proc_line(n1, 0)
@@ -187,7 +187,7 @@ def test_replace_disks_on_secondary_resyncs(cluster: Any) -> None:
     params = disk_params(running, "d1")
     result, log = run_logged(running, "instance.replace_disks", name="d1", mode="on_secondary")
     assert result["node"] == n2.name
-    assert any(e["kind"] == "progress" and "%" in e["message"] for e in log)
+    assert any(e["type"] == "progress" and "%" in e["message"] for e in log)
     assert checksum(n2, data_lv(params)) == digest
     assert "ds:UpToDate/UpToDate" in proc_line(n1, 0)
 
