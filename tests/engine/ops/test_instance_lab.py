@@ -255,7 +255,7 @@ def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path
         (slow / "ganeti_api_version").write_text("20\n")
         (slow / "variants.list").write_text("default\n")
         (slow / "parameters.list").write_text("")
-        for script in ("create", "import", "export", "rename"):
+        for script in ("create", "import", "export", "rename", "verify"):
             path = slow / script
             path.write_text("#!/bin/sh\nsleep 30\n")
             os.chmod(path, 0o755)
