@@ -206,6 +206,11 @@ class Cluster(ConfigObject):
     file_storage_dir: str = "/srv/herd/file-storage"
     compression_tools: list[str] = field(default_factory=lambda: ["gzip", "gzip-fast", "gzip-slow"])
     allow_cipher_bypassing: bool = False
+    #: Directory on every node holding the zeroing helper (``vmlinuz`` + ``initrd.img``,
+    #: built by lab/build-zeroing-image.py); empty: zeroing free space is unavailable.
+    zeroing_image: str = ""
+    zeroing_timeout_fixed: float = 300.0
+    zeroing_timeout_per_gib: float = 60.0
     drbd_port_range: tuple[int, int] = (11000, 14999)
     mac_prefix: str = "aa:00:00"
     candidate_pool_size: int = 10

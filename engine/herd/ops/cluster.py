@@ -44,6 +44,12 @@ def _check_secret(value: str) -> str | None:
     return "at least 64 lower-case hex digits (e.g. another cluster's domain secret)"
 
 
+def _check_image_dir(value: str) -> str | None:
+    if value == "" or value.startswith("/"):
+        return None
+    return "an absolute directory path on the nodes, or empty to turn zeroing off"
+
+
 def _nonempty(value: list[str]) -> str | None:
     return None if value else "a non-empty list"
 
@@ -91,6 +97,13 @@ SETTINGS = (
     Param("allow_cipher_bypassing", bool, extra={"local_only": True},
           doc="let intra-cluster moves choose TLS ciphers from the allow-list; never settable "
           "over a remote API"),
+    Param("zeroing_image", str, check=_check_image_dir,
+          doc="directory on every node holding the zeroing helper image (vmlinuz and "
+          "initrd.img, see lab/build-zeroing-image.py); empty: no zero_free_space"),
+    Param("zeroing_timeout_fixed", float, minimum=1, maximum=86400,
+          doc="seconds a zeroing helper may run, plus zeroing_timeout_per_gib per GiB of disk"),
+    Param("zeroing_timeout_per_gib", float, minimum=0, maximum=3600,
+          doc="seconds per GiB of the instance's disks added to zeroing_timeout_fixed"),
 )
 
 

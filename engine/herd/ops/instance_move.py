@@ -13,7 +13,7 @@ from typing import Any
 from herd.config.model import Disk, Instance, Node
 from herd.crypto.ca import ClusterCA
 from herd.errors import ValidationError
-from herd.ops import instance_remote
+from herd.ops import instance_remote, zeroing
 from herd.ops.base import OpContext, register
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
@@ -63,6 +63,7 @@ class InstanceMove(InstanceOp):
         CIPHERS,
         BANDWIDTH,
         SHUTDOWN_TIMEOUT,
+        zeroing.ZERO_FREE_SPACE,
         *instance_remote.REMOTE_PARAMS,
     )
 
@@ -77,6 +78,7 @@ class InstanceMove(InstanceOp):
         c = cluster(ctx)
         check_compression(c, p["compression"])
         check_ciphers(c, p["ciphers"], cross_cluster=p["dest_cluster"] is not None)
+        zeroing.check(c, p["zero_free_space"])
         if inst.disk_template in MIRRORED:
             raise ValidationError(
                 "name",
@@ -130,6 +132,8 @@ class InstanceMove(InstanceOp):
         target = get_node(ctx, p["target_node"], "target_node")
         ca = ClusterCA.load(ctx.services.crypto_dir)
         was_running = stop_for_copy(ctx, inst, source, p["shutdown_timeout"])
+        if p["zero_free_space"]:
+            zeroing.zero_free_space(ctx, inst, source)
         template = p["dest_disk_template"] or inst.disk_template
         moved = copy_of(inst, template, target)
         create_disks_on(ctx, moved, target)

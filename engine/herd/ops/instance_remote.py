@@ -20,6 +20,7 @@ from herd.config.model import Instance
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import sign_message, verify_message
 from herd.errors import HerdError, TransferError, ValidationError
+from herd.ops import zeroing
 from herd.ops.base import OpContext
 from herd.ops.instance_base import assemble_disks, shutdown_disks, stop_for_copy
 from herd.ops.instance_common import cluster, disk_arg, filled_beparams
@@ -97,14 +98,11 @@ def check(op: InstanceMove, ctx: OpContext, inst: Instance) -> None:
         )
 
 
-def describe(ctx: OpContext, op: InstanceMove, inst: Instance, start: bool) -> dict[str, Any]:
-    """The instance as the destination should create it: identity and parameters kept."""
-    p = op.params
+def identity(ctx: OpContext, inst: Instance) -> dict[str, Any]:
+    """What makes the instance itself, in ``instance.add``'s terms: its disks, NICs (with
+    their MACs), OS and filled sizes. Moves and exports carry exactly this."""
     be = filled_beparams(cluster(ctx), inst)
-    nodes = p["dest_nodes"] or []
     return {
-        "name": p["dest_name"] or inst.name,
-        "disk_template": p["dest_disk_template"] or inst.disk_template,
         "disks": [{"size": d.size_mib, "mode": d.mode, "name": d.name} for d in inst.disks],
         "nics": [
             {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link, "name": n.name}
@@ -117,6 +115,17 @@ def describe(ctx: OpContext, op: InstanceMove, inst: Instance, start: bool) -> d
         "vcpus": int(be["vcpus"]),
         "osparams": inst.osparams,
         "tags": inst.tags,
+    }
+
+
+def describe(ctx: OpContext, op: InstanceMove, inst: Instance, start: bool) -> dict[str, Any]:
+    """The instance as the destination should create it: identity and parameters kept."""
+    p = op.params
+    nodes = p["dest_nodes"] or []
+    return {
+        **identity(ctx, inst),
+        "name": p["dest_name"] or inst.name,
+        "disk_template": p["dest_disk_template"] or inst.disk_template,
         "primary_node": nodes[0] if nodes else None,
         "secondary_node": nodes[1] if len(nodes) > 1 else None,
         "iallocator": p["dest_iallocator"],
@@ -131,6 +140,8 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
     c = cluster(ctx)
     ca = ClusterCA.load(ctx.services.crypto_dir)
     was_running = stop_for_copy(ctx, inst, source, p["shutdown_timeout"])
+    if p["zero_free_space"]:
+        zeroing.zero_free_space(ctx, inst, source)
     offer = sign_message(
         c.domain_secret,
         {
@@ -147,8 +158,10 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
             reason=[["herd:instance.move", f"{inst.name} from cluster {c.name}", time.time()]],
         )
         ctx.log(f"destination job {job_id} submitted on {remote.info()['cluster']}")
-        ctx.undo(f"wait for destination job {job_id} to roll back",
-                 lambda: await_rollback(p["dest_cluster"], job_id))
+        ctx.undo(
+            f"wait for destination job {job_id} to roll back",
+            lambda: await_rollback(p["dest_cluster"], job_id),
+        )
         answer, since = wait_ready(ctx, remote, job_id, c.domain_secret)
         paths = assemble_disks(ctx, inst, source)
         ends = []

@@ -13,7 +13,7 @@ from typing import Any
 
 from herd.errors import ValidationError
 from herd.node.actions.registry import NodeContext, action
-from herd.node.hv.base import Hypervisor, check_spec, hypervisor_for
+from herd.node.hv.base import Hypervisor, check_boot_override, check_spec, hypervisor_for
 from herd.node.storage.base import DiskSpec, backend_for
 
 
@@ -37,12 +37,20 @@ def assemble_disks(ctx: NodeContext, spec: dict[str, Any]) -> list[str]:
 
 @action("instance_start")
 def instance_start(
-    ctx: NodeContext, spec: dict[str, Any], disk_paths: list[str] | None = None
+    ctx: NodeContext,
+    spec: dict[str, Any],
+    disk_paths: list[str] | None = None,
+    boot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the instance; already running with this spec is ``changed: False``."""
+    """Run the instance; already running with this spec is ``changed: False``.
+
+    ``boot`` (``{kernel, initrd, cmdline}``) boots it once from a helper image instead.
+    """
     hv = _hv(ctx, spec.get("hypervisor"))
     spec = check_spec(spec, type(hv))  # refuse a bad spec before touching any disk
-    return hv.start(spec, assemble_disks(ctx, spec) if disk_paths is None else disk_paths)
+    override = None if boot is None else check_boot_override(boot)
+    paths = assemble_disks(ctx, spec) if disk_paths is None else disk_paths
+    return hv.start(spec, paths, override)
 
 
 @action("instance_stop")

@@ -13,6 +13,7 @@ instantiates it with its context.  Modules in ``HYPERVISOR_MODULES`` register on
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -76,8 +77,15 @@ class Hypervisor(ABC):
         return filled
 
     @abstractmethod
-    def start(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
-        """Run the instance; already running with the same spec is ``changed: False``."""
+    def start(
+        self, spec: dict[str, Any], disk_paths: list[str], boot: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Run the instance; already running with the same spec is ``changed: False``.
+
+        ``boot`` (checked by ``check_boot_override``) boots it this once from another
+        kernel and initrd, e.g. the zeroing helper, without touching its hvparams: the
+        next plain start is the instance as configured again.
+        """
 
     @abstractmethod
     def stop(self, name: str, timeout: float, force: bool) -> dict[str, Any]:
@@ -136,6 +144,24 @@ def check_spec(spec: Any, hypervisor: type[Hypervisor]) -> dict[str, Any]:
             raise ValidationError(f"spec.beparams.{key}", value, "a positive integer")
     hvparams = hypervisor.fill_hvparams(spec.get("hvparams", {}), "spec.hvparams")
     return {**spec, "hvparams": hvparams}
+
+
+def check_boot_override(boot: Any) -> dict[str, str]:
+    """A one-off boot ``{kernel, initrd, cmdline}`` whose files exist on this node.
+
+    Checked on the node because the image lives there: a node missing it must fail
+    before anything boots, naming the path, rather than start a guest that cannot run.
+    """
+    keys = {"kernel", "initrd", "cmdline"}
+    if not isinstance(boot, dict) or set(boot) != keys:
+        raise ValidationError("boot", boot, "an object with exactly kernel, initrd and cmdline")
+    for key in sorted(keys):
+        if not isinstance(boot[key], str):
+            raise ValidationError(f"boot.{key}", boot[key], "a string")
+    for key in ("kernel", "initrd"):
+        if not boot[key].startswith("/") or not os.path.isfile(boot[key]):
+            raise ValidationError(f"boot.{key}", boot[key], "an existing file on the node")
+    return dict(boot)
 
 
 _HYPERVISORS: dict[str, type[Hypervisor]] = {}

@@ -43,6 +43,8 @@ CONNECT_TIMEOUT = 10.0
 CONFIRM_TIMEOUT = 60.0
 GUEST_MODULE = "herd.node.hv.fake_guest"
 INCOMING_FD = 3
+#: Helper images the fake hypervisor emulates, by their ``herd.helper=`` name.
+HELPERS = {"zero": "herd.node.hv.fake_zeroing"}
 
 
 @register_hypervisor
@@ -62,15 +64,20 @@ class FakeHypervisor(Hypervisor):
     def state_dir(self) -> Path:
         return self.ctx.root / "hv" / "fake"
 
-    def start(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def start(
+        self, spec: dict[str, Any], disk_paths: list[str], boot: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """With ``boot``, the helper image runs instead of the guest (see ``HELPERS``)."""
         spec = self._checked(spec, disk_paths)
+        helper = None if boot is None else _helper_for(boot)
         name = spec["name"]
         state = self._load(name)
         if state is not None and _alive(state):
-            if state["status"] == "running" and (state["spec"], state["disk_paths"]) == (
-                spec,
-                disk_paths,
-            ):
+            if state["status"] == "running" and (
+                state["spec"],
+                state["disk_paths"],
+                state.get("boot"),
+            ) == (spec, disk_paths, boot):
                 return {"changed": False, "pid": state["pid"]}
             raise ConflictError(
                 f"instance {name} is already {state['status']} here with another spec",
@@ -78,6 +85,10 @@ class FakeHypervisor(Hypervisor):
                 status=state["status"],
             )
         self._forget(name)
+        if helper is not None:
+            # A helper powers itself off when done; nobody waits for it to get "ready".
+            state = self._spawn(spec, disk_paths, "running", helper=helper, boot=boot)
+            return {"changed": True, "pid": state["pid"]}
         state = self._spawn(spec, disk_paths, "running")
         self._wait_guest(state, lambda g: g["phase"] == "running")
         return {"changed": True, "pid": state["pid"]}
@@ -259,20 +270,30 @@ class FakeHypervisor(Hypervisor):
         status: str,
         listener: socket.socket | None = None,
         port: int | None = None,
+        helper: str | None = None,
+        boot: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Start a guest in its own session with no tie to the agent's stdio.
+        """Start a guest (or the ``helper`` module) in its own session with no tie to the
+        agent's stdio.
 
         posix_spawn instead of Popen: there is no Popen object to outlive, and only the
         descriptors named here reach the guest, never the agent's framing pipes.
         """
         name = spec["name"]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable, "-m", GUEST_MODULE, "--name", name,
-            "--status", str(self._path(name, ".guest.json")),
-            "--interval", str(spec["hvparams"]["heartbeat_interval"]),
-            "--acpi" if spec["hvparams"]["acpi"] else "--no-acpi",
-        ]  # fmt: skip
+        args = disk_paths
+        if helper is not None:
+            argv = [sys.executable, "-m", helper, "--name", name]
+            # Read-only disks stay untouched, as under kvm where they are readonly=on.
+            disks = spec.get("disks", [])
+            args = [p for p, d in zip(disk_paths, disks, strict=True) if d.get("mode") != "ro"]
+        else:
+            argv = [
+                sys.executable, "-m", GUEST_MODULE, "--name", name,
+                "--status", str(self._path(name, ".guest.json")),
+                "--interval", str(spec["hvparams"]["heartbeat_interval"]),
+                "--acpi" if spec["hvparams"]["acpi"] else "--no-acpi",
+            ]  # fmt: skip
         log = os.open(self._path(name, ".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -284,7 +305,7 @@ class FakeHypervisor(Hypervisor):
             actions.append((os.POSIX_SPAWN_DUP2, listener.fileno(), INCOMING_FD))
         try:
             pid = os.posix_spawn(
-                sys.executable, [*argv, "--", *disk_paths], os.environ,
+                sys.executable, [*argv, "--", *args], os.environ,
                 file_actions=actions, setsid=True,
             )  # fmt: skip
         finally:
@@ -298,6 +319,7 @@ class FakeHypervisor(Hypervisor):
             "started_at": time.time(),
             "status": status,
             "port": port,
+            "boot": boot,
         }
         self._save(state)
         return state
@@ -345,6 +367,26 @@ class FakeHypervisor(Hypervisor):
     def _forget(self, name: str) -> None:
         for suffix in (".json", ".guest.json"):
             self._path(name, suffix).unlink(missing_ok=True)
+
+
+def _helper_for(boot: dict[str, str]) -> str:
+    """The module emulating the helper image ``boot`` asks for.
+
+    The fake hypervisor runs no kernel, so it cannot boot an arbitrary image; it stands in
+    for the helpers Herd ships, recognised by the ``herd.helper=`` word their command
+    line carries. Any other override is refused rather than silently booting nothing.
+    """
+    words = dict(w.split("=", 1) for w in boot["cmdline"].split() if "=" in w)
+    module = HELPERS.get(words.get("herd.helper", ""))
+    if module is None:
+        raise ValidationError(
+            "boot.cmdline",
+            boot["cmdline"],
+            "a command line with herd.helper="
+            + "|".join(sorted(HELPERS))
+            + " (hypervisor fake emulates only Herd's helper images)",
+        )
+    return module
 
 
 def _send(target_ip: str, port: int, header: dict[str, Any], image: bytes) -> dict[str, Any]:

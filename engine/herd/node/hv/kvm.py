@@ -105,8 +105,13 @@ class KvmHypervisor(Hypervisor):
     def state_dir(self) -> Path:
         return self.ctx.root / "hv" / "kvm"
 
-    def start(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def start(
+        self, spec: dict[str, Any], disk_paths: list[str], boot: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         spec = self._checked(spec, disk_paths)
+        if boot is not None:
+            # Only this qemu sees the override; the master's hvparams stay as they are.
+            spec = {**spec, "hvparams": {**spec["hvparams"], **boot_hvparams(boot)}}
         name = spec["name"]
         runtime = self._load(name)
         if runtime is not None and self._alive(name):
@@ -566,6 +571,15 @@ def build_command(spec: dict[str, Any], disk_paths: list[str], paths: dict[str, 
     argv += _disk_args(spec, disk_paths, hv["disk_cache"])
     argv += _nic_args(spec)
     return argv
+
+
+def boot_hvparams(boot: dict[str, str]) -> dict[str, str]:
+    """The hvparams a one-off boot override stands for."""
+    return {
+        "kernel_path": boot["kernel"],
+        "initrd_path": boot["initrd"],
+        "kernel_args": boot["cmdline"],
+    }
 
 
 def _boot_args(hv: dict[str, Any]) -> list[str]:
