@@ -4,7 +4,9 @@ migration, failover and disk copy, each in a job of its own spawned by the evacu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,54 +28,38 @@ pytestmark = pytest.mark.lab
 INSTANCES = {"cold1": "sharedfile", "copy1": "file", "live1": "sharedfile"}
 
 
-@pytest.fixture(scope="module")
-def evac(
-    lab_cluster: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ThreadMaster, Any]]:
-    """A cluster on the three lab nodes with the three instances on node A (not the master)."""
+@contextlib.contextmanager
+def evacuation_cluster(lab: Any, base: Path) -> Iterator[ThreadMaster]:
+    """A cluster on three lab nodes with the three instances on node A (not the master)."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, a, _ = lab_cluster.nodes
+    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
+    running = start_thread_master(base)
+    n1, a, _ = lab.nodes
     try:
-        run(
-            running,
-            "cluster.init",
-            name="evac",
-            master_node=n1.name,
-            primary_ip=n1.ip,
-            ssh_port=n1.port,
-            enabled_hypervisors=["fake"],
-            enabled_disk_templates=["file", "sharedfile"],
-            beparams={"memory": 64},
-        )
-        for node in lab_cluster.nodes[1:]:
+        run(running, "cluster.init", name="evac", master_node=n1.name, primary_ip=n1.ip,
+            ssh_port=n1.port, enabled_hypervisors=["fake"],
+            enabled_disk_templates=["file", "sharedfile"], beparams={"memory": 64})
+        for node in lab.nodes[1:]:
             run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
-        for node in lab_cluster.nodes:
+        for node in lab.nodes:
             install_os(node)
         for name, template in INSTANCES.items():
-            run(
-                running,
-                "instance.add",
-                name=name,
-                disk_template=template,
-                disks=["16M"],
-                os="herd-image+blank",
-                primary_node=a.name,
-                start=name != "cold1",
-            )
-        yield running, lab_cluster
+            run(running, "instance.add", name=name, disk_template=template, disks=["16M"],
+                os="herd-image+blank", primary_node=a.name, start=name != "cold1")
+        yield running
     finally:
         for inst in running.api.query("instances"):
-            run(
-                running,
-                "instance.remove",
-                name=inst["name"],
-                shutdown_timeout=0,
-                ignore_failures=True,
-            )
+            run(running, "instance.remove", name=inst["name"], shutdown_timeout=0,
+                ignore_failures=True)
         running.stop()
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def evac(lab_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
+         ) -> Iterator[tuple[ThreadMaster, Any]]:
+    with evacuation_cluster(lab_cluster, tmp_path_factory.mktemp("master")) as running:
+        yield running, lab_cluster
 
 
 def test_an_undrained_node_is_refused(evac: Any) -> None:
