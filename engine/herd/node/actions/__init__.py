@@ -17,6 +17,7 @@ ACTION_MODULES = (
     "herd.node.actions.instance",
     "herd.node.actions.drbd",
     "herd.node.actions.transfer",
+    "herd.node.actions.export",
 )
 
 

@@ -15,7 +15,10 @@ from the agent session that started it.  Everything about one end lives in
   first instant and a recycled pid can never pass for our worker;
 * ``process.json`` (pid) and ``worker.log`` (stderr).
 
-Role directories keep both ends of a same-node transfer apart.
+Role directories keep both ends of a same-node transfer apart.  Besides the two network
+ends there are *file* ends, which run the same way but stream between a disk and a file on
+this node: ``export`` (disk to stream file, a backup), ``import`` (stream file to disk) and
+``digest`` (the content digest of a disk, without writing anything).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from herd.errors import ConflictError, NotFoundError, TransferError
 from herd.node.transfer import net
 from herd.node.transfer.codecs import get_codec
 from herd.node.transfer.progress import Progress
-from herd.node.transfer.stream import error_dict
+from herd.node.transfer.stream import Result, error_dict, export_disk, import_disk, send_stream
 
 ROLES = ("receive", "send")
+FILE_ROLES = ("export", "import", "digest")
 MIB = 1024 * 1024
 LISTEN_FD = 3
 LOCK_FD = 4
@@ -214,17 +218,47 @@ def abort(directory: Path) -> bool:
     current = read_json(directory / "status.json") or {}
     if current.get("state") == "done":
         return changed
-    if request["role"] == "receive" and not request.get("dest_existed"):
-        dest = Path(request["dest_path"])
-        if dest.exists():
-            dest.unlink()
-            changed = True
+    made = _created_file(request)
+    if made is not None and made.exists():
+        made.unlink()
+        changed = True
     if current.get("state") != "failed" or changed:
         err = TransferError(f"transfer {request['transfer_id']} aborted").to_dict()
         _write_json(directory / "status.json", {**current, "state": "failed", "error": err})
         changed = True
     (directory / "key.pem").unlink(missing_ok=True)
     return changed
+
+
+def _created_file(request: dict[str, Any]) -> Path | None:
+    """The file this end creates, which an unfinished end must not leave half-written."""
+    if request["role"] == "receive" and not request.get("dest_existed"):
+        return Path(request["dest_path"])
+    if request["role"] == "export":
+        return Path(request["stream_path"])
+    return None
+
+
+def _run_file(request: dict[str, Any], progress: Progress) -> Result:
+    """A file end: the stream functions themselves, with this end's progress file."""
+    role = request["role"]
+    if role == "export":
+        return export_disk(
+            request["source_path"], request["stream_path"], request["compression"], progress
+        )
+    if role == "import":
+        return import_disk(
+            request["stream_path"],
+            request["dest_path"],
+            request["compression"],
+            request["size_mib"] * MIB,
+            progress,
+        )
+    return send_stream(request["source_path"], _discard, get_codec("none"), progress)
+
+
+def _discard(data: bytes) -> None:
+    """Sink of a digest end: the stream is produced only for the digest it ends with."""
 
 
 def _run(directory: Path) -> int:
@@ -238,46 +272,53 @@ def _run(directory: Path) -> int:
     )
     progress.publish()
     try:
-        codec = get_codec(request["compression"])
-        make = server_context if request["role"] == "receive" else client_context
-        context = make(
-            (directory / "ca.pem").read_text(),
-            directory / "cert.pem",
-            directory / "key.pem",
-            ciphers=request["ciphers"],
-        )
-        (directory / "key.pem").unlink()
-        common = {
-            "transfer_id": request["transfer_id"],
-            "codec": codec,
-            "progress": progress,
-            "connect_timeout": request["connect_timeout"],
-            "stall_timeout": request["stall_timeout"],
-        }
-        if request["role"] == "receive":
-            listener = socket.socket(fileno=LISTEN_FD)
-            result = net.receive(
-                listener,
-                context,
-                dest_path=request["dest_path"],
-                capacity=request["size_mib"] * MIB,
-                **common,
-            )
+        if request["role"] in FILE_ROLES:
+            result = _run_file(request, progress)
         else:
-            result = net.send(
-                request["source_path"],
-                context,
-                host=request["dest_ip"],
-                port=request["port"],
-                bandwidth_limit=request["bandwidth_limit"],
-                **common,
-            )
+            result = _run_net(directory, request, progress)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the status file
         progress.finish("failed", error=error_dict(exc))
         print(f"transfer failed: {exc!r}", file=sys.stderr)
         return 1
     progress.finish("done", digest=result.digest)
     return 0
+
+
+def _run_net(directory: Path, request: dict[str, Any], progress: Progress) -> Result:
+    """A network end: TLS with this transfer's credentials, then send or receive."""
+    codec = get_codec(request["compression"])
+    make = server_context if request["role"] == "receive" else client_context
+    context = make(
+        (directory / "ca.pem").read_text(),
+        directory / "cert.pem",
+        directory / "key.pem",
+        ciphers=request["ciphers"],
+    )
+    (directory / "key.pem").unlink()
+    common = {
+        "transfer_id": request["transfer_id"],
+        "codec": codec,
+        "progress": progress,
+        "connect_timeout": request["connect_timeout"],
+        "stall_timeout": request["stall_timeout"],
+    }
+    if request["role"] == "receive":
+        listener = socket.socket(fileno=LISTEN_FD)
+        return net.receive(
+            listener,
+            context,
+            dest_path=request["dest_path"],
+            capacity=request["size_mib"] * MIB,
+            **common,
+        )
+    return net.send(
+        request["source_path"],
+        context,
+        host=request["dest_ip"],
+        port=request["port"],
+        bandwidth_limit=request["bandwidth_limit"],
+        **common,
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:
