@@ -124,6 +124,22 @@ class AuthenticationError(HerdError):
     http_status = 401
 
 
+class ForbiddenError(HerdError):
+    """The caller is known but may not do this: a read-only token writing, a remote caller
+    reaching what only root on the master may touch."""
+
+    kind = "ForbiddenError"
+    http_status = 403
+
+
+class RateLimitedError(AuthenticationError):
+    """Too many failed logins from one address: refused before the credentials are checked,
+    so guessing costs the guesser time instead of the master CPU."""
+
+    kind = "RateLimitedError"
+    http_status = 429
+
+
 class TransferError(HerdError):
     """A disk stream failed: connection, checksum or timeout."""
 

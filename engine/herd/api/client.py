@@ -1,21 +1,26 @@
 """Client of the master's API: what the CLI, the benches and the tests use.
 
-One kept-alive connection per client object (not thread-safe: give each thread its own).
-Errors come back as the same HerdError subclasses the master raised.
+The local root-only socket is the default; with an ``https://`` URL the same calls go
+over TLS to a master elsewhere, authenticated by an API token or a user and password and
+verifying the master against the cluster CA. One kept-alive connection per client object
+(not thread-safe: give each thread its own). Errors come back as the same HerdError
+subclasses the master raised.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-from herd.errors import HerdError, MasterUnreachableError
+from herd.errors import HerdError, MasterUnreachableError, ValidationError
 from herd.jobs.job import FINAL
 
 DEFAULT_SOCKET = "/run/herd/master.sock"
@@ -23,6 +28,14 @@ DEFAULT_SOCKET = "/run/herd/master.sock"
 
 def default_socket() -> str:
     return os.environ.get("HERD_SOCKET", DEFAULT_SOCKET)
+
+
+def https_client_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify the master (host name included) against ``ca_file``, normally the cluster CA
+    from ``herd cluster ca``; without one, the system store, which will not know it."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -42,9 +55,58 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Client:
-    def __init__(self, socket_path: str | None = None, timeout: float = 90.0) -> None:
-        self.socket_path = socket_path or default_socket()
-        self._conn = _UnixHTTPConnection(self.socket_path, timeout)
+    """One master, over its socket (default) or ``api_url``.
+
+    An explicit ``socket_path`` wins; otherwise ``api_url`` or env ``HERD_API_URL`` selects
+    HTTPS, with credentials and CA from the arguments or env ``HERD_API_TOKEN`` (or
+    ``HERD_API_USER``/``HERD_API_PASSWORD``) and ``HERD_API_CA``, the same variables the
+    Ansible collection and the AWX credential type use.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        timeout: float = 90.0,
+        *,
+        api_url: str | None = None,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        env = os.environ.get
+        url = None if socket_path else api_url or env("HERD_API_URL") or None
+        self._headers: dict[str, str] = {}
+        self.socket_path: str | None = None
+        self._conn: http.client.HTTPConnection
+        if url is None:
+            self.socket_path = socket_path or default_socket()
+            self.endpoint = self.socket_path
+            self._conn = _UnixHTTPConnection(self.socket_path, timeout)
+            return
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+            raise ValidationError(
+                "api_url", url, "https://HOST:PORT (credentials never travel in clear text)"
+            )
+        self.endpoint = url
+        token = token or env("HERD_API_TOKEN")
+        user = user or env("HERD_API_USER")
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            pair = f"{user}:{password or env('HERD_API_PASSWORD') or ''}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._conn = http.client.HTTPSConnection(
+            parts.hostname,
+            parts.port or 443,
+            timeout=timeout,
+            context=https_client_context(ca_file or env("HERD_API_CA")),
+        )
+
+    @property
+    def remote(self) -> bool:
+        return self.socket_path is None
 
     def close(self) -> None:
         self._conn.close()
@@ -61,7 +123,9 @@ class Client:
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = dict(self._headers)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
             reused = self._conn.sock is not None
             sent = False
@@ -73,17 +137,32 @@ class Client:
                 break
             except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
                 self._conn.close()
+                hint = (
+                    "" if self.remote else "; start one with 'herd master' or 'herd cluster init'"
+                )
                 raise MasterUnreachableError(
-                    f"no herd master answers at {self.socket_path} ({exc.strerror}); "
-                    "start one with 'herd master' or 'herd cluster init'",
-                    socket=self.socket_path,
+                    f"no herd master answers at {self.endpoint} ({exc.strerror}){hint}",
+                    socket=self.endpoint,
+                ) from exc
+            except ssl.SSLCertVerificationError as exc:
+                self._conn.close()
+                raise MasterUnreachableError(
+                    f"the master at {self.endpoint} is not trusted: {exc.verify_message}; "
+                    "pass the cluster CA ('herd cluster ca' on the master) as --api-ca "
+                    "or HERD_API_CA",
+                    socket=self.endpoint,
+                ) from exc
+            except ssl.SSLError as exc:
+                self._conn.close()
+                raise MasterUnreachableError(
+                    f"TLS with the master at {self.endpoint} failed: {exc}", socket=self.endpoint
                 ) from exc
             except TimeoutError as exc:
                 self._conn.close()
                 raise MasterUnreachableError(
-                    f"the master at {self.socket_path} did not answer {method} {path} "
+                    f"the master at {self.endpoint} did not answer {method} {path} "
                     f"within {self._conn.timeout:g} s",
-                    socket=self.socket_path,
+                    socket=self.endpoint,
                 ) from exc
             except (ConnectionError, http.client.HTTPException) as exc:
                 self._conn.close()
@@ -92,9 +171,9 @@ class Client:
                 # because the job may already exist.
                 if attempt == 2 or not reused or (sent and method == "POST"):
                     raise MasterUnreachableError(
-                        f"lost the connection to the master at {self.socket_path} "
+                        f"lost the connection to the master at {self.endpoint} "
                         f"during {method} {path}: {exc!r}",
-                        socket=self.socket_path,
+                        socket=self.endpoint,
                     ) from exc
         doc = json.loads(payload) if payload else None
         if resp.status >= 400:
@@ -202,3 +281,23 @@ class Client:
 
     def ops(self) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/ops")["items"]
+
+    # ---- API credentials (root on the master, over the socket) ------------------------
+
+    def credentials(self, kind: str) -> list[dict[str, Any]]:
+        """Names and flags of ``tokens`` or ``users``; never their secrets."""
+        return self.request("GET", f"/v1/auth/{quote(kind)}")["items"]
+
+    def create_token(self, name: str, read_only: bool = False) -> str:
+        """A new API token; the master keeps only its hash, so this is the one chance to
+        see it."""
+        doc = self.request("POST", "/v1/auth/tokens", {"name": name, "read_only": read_only})
+        return str(doc["token"])
+
+    def add_user(self, name: str, password: str, read_only: bool = False) -> None:
+        body = {"name": name, "password": password, "read_only": read_only}
+        self.request("POST", "/v1/auth/users", body)
+
+    def remove_credential(self, kind: str, name: str) -> None:
+        """Revoke a token or remove a user."""
+        self.request("DELETE", f"/v1/auth/{quote(kind)}/{quote(name, safe='')}")

@@ -1,13 +1,20 @@
-"""API version 1: jobs in, state out. Nothing here changes the cluster except by a job."""
+"""API version 1: jobs in, state out. Nothing here changes the cluster except by a job.
+
+The same table serves the root-only socket and HTTPS; what differs is decided per request
+from the :class:`Caller`: remote callers cannot set ``local_only`` op parameters, read the
+secret-bearing state dump, or manage API credentials.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from herd import __version__
-from herd.api.server import Router
+from herd.api.server import Caller, Router
+from herd.auth import AuthStore
 from herd.config.store import Store
-from herd.errors import NotFoundError, ValidationError
+from herd.errors import ForbiddenError, NotFoundError, ValidationError
 from herd.jobs.job import STATUSES
 from herd.jobs.queue import JobQueue
 from herd.locking import LockManager
@@ -15,6 +22,7 @@ from herd.ops.base import registry
 
 QUERY_KINDS = {"nodegroups": "nodegroup", "nodes": "node", "instances": "instance"}
 MAX_WAIT = 60.0
+LOCAL_ONLY = "not settable over a remote API"
 
 
 def _int(query: dict[str, str], key: str, default: int | None, minimum: int = 0) -> int | None:
@@ -39,7 +47,45 @@ def _float(query: dict[str, str], key: str, default: float, maximum: float) -> f
     return value
 
 
-def build_router(store: Store, queue: JobQueue, locks: LockManager) -> Router:
+def refuse_local_only(ops: Any, prefix: str = "") -> None:
+    """Refuse op parameters marked ``local_only`` in a job that came over the network.
+
+    Such parameters weaken the cluster's own protections (Ganeti's design: cipher bypassing
+    for moves must never be reachable from RAPI), so only root on the master may set them.
+    Shapes are left to the queue's validation; this only looks for the marked fields.
+    """
+    ops_by_id = registry()
+    for i, raw in enumerate(ops if isinstance(ops, list) else []):
+        cls = ops_by_id.get(raw.get("op")) if isinstance(raw, dict) else None
+        for param in cls.PARAMS if cls else ():
+            if param.extra.get("local_only") and raw.get(param.name) is not None:
+                field = f"{prefix}ops[{i}].{param.name}"
+                raise ValidationError(
+                    field,
+                    raw[param.name],
+                    LOCAL_ONLY,
+                    message=f"field '{field}' is {LOCAL_ONLY}: "
+                    "set it as root on the master (herd CLI over the local socket)",
+                )
+
+
+def _remote_job(spec: Any, prefix: str, caller: Caller, now: float) -> Any:
+    """Check a remotely submitted job and add who sent it to its reason trail."""
+    if not isinstance(spec, dict):
+        return spec
+    refuse_local_only(spec.get("ops"), prefix)
+    assert caller.principal is not None
+    reason = spec.get("reason", [])
+    entry = ["api:https", f"{caller.principal.describe()} from {caller.address}", now]
+    return {**spec, "reason": [*reason, entry] if isinstance(reason, list) else reason}
+
+
+def _local_only(caller: Caller, what: str) -> None:
+    if caller.remote:
+        raise ForbiddenError(f"{what} only as root on the master, over the local socket")
+
+
+def build_router(store: Store, queue: JobQueue, locks: LockManager, auth: AuthStore) -> Router:
     """Wire every v1 endpoint; handlers are closures so the router stays a plain table."""
     r = Router()
 
@@ -51,14 +97,20 @@ def build_router(store: Store, queue: JobQueue, locks: LockManager) -> Router:
         cluster = cluster_dict()
         return {"version": __version__, "api": 1, "cluster": cluster["name"] if cluster else None}
 
-    def submit(query: dict[str, str], body: Any) -> dict[str, Any]:
+    def submit(query: dict[str, str], body: Any, caller: Caller) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ValidationError("body", body, "a job object {'ops': [...]} or {'jobs': [...]}")
+        now = time.time()
         if "jobs" in body:
             if not isinstance(body["jobs"], list) or not body["jobs"] or len(body) != 1:
                 raise ValidationError("jobs", body.get("jobs"), "a non-empty list of job objects")
-            return {"job_ids": queue.submit_many(body["jobs"])}
-        return {"job_id": queue.submit(body)}
+            specs = body["jobs"]
+            if caller.remote:
+                specs = [_remote_job(s, f"jobs[{i}].", caller, now) for i, s in enumerate(specs)]
+            return {"job_ids": queue.submit_many(specs)}
+        return {
+            "job_id": queue.submit(_remote_job(body, "", caller, now) if caller.remote else body)
+        }
 
     def job_id(raw: str) -> int:
         return int(raw)
@@ -109,7 +161,8 @@ def build_router(store: Store, queue: JobQueue, locks: LockManager) -> Router:
             raise NotFoundError(f"no such {QUERY_KINDS[kind]}: {', '.join(missing)}", names=missing)
         return {"items": items}
 
-    def dump(query: dict[str, str], body: Any) -> dict[str, Any]:
+    def dump(query: dict[str, str], body: Any, caller: Caller) -> dict[str, Any]:
+        _local_only(caller, "the whole-state dump carries the cluster's secrets: readable")
         return store.dump()
 
     def queue_info(query: dict[str, str], body: Any) -> dict[str, Any]:
@@ -145,17 +198,45 @@ def build_router(store: Store, queue: JobQueue, locks: LockManager) -> Router:
             ]
         }
 
+    def list_credentials(kind: str, query: dict[str, str], body: Any, caller: Caller) -> Any:
+        _local_only(caller, "API credentials are managed")
+        return {"items": auth.list(kind)}
+
+    def create_credential(kind: str, query: dict[str, str], body: Any, caller: Caller) -> Any:
+        _local_only(caller, "API credentials are managed")
+        fields = {"name", "read_only", *(("password",) if kind == "users" else ())}
+        if not isinstance(body, dict) or not {"name"} <= set(body) <= fields:
+            raise ValidationError("body", "<hidden>", "an object with " + ", ".join(sorted(fields)))
+        read_only = body.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise ValidationError("read_only", read_only, "true or false")
+        out = {"name": body["name"], "read_only": read_only}
+        if kind == "tokens":
+            return out | {"token": auth.create_token(body["name"], read_only)}
+        auth.add_user(body["name"], body.get("password"), read_only)
+        return out
+
+    def remove_credential(
+        kind: str, name: str, query: dict[str, str], body: Any, caller: Caller
+    ) -> dict[str, Any]:
+        _local_only(caller, "API credentials are managed")
+        auth.remove(kind, name)
+        return {"name": name, "removed": True}
+
     r.add("GET", "/v1/info", info)
-    r.add("POST", "/v1/jobs", submit, body=True)
+    r.add("POST", "/v1/jobs", submit, body=True, caller=True)
     r.add("GET", "/v1/jobs", list_jobs, query=("status", "limit"))
     r.add("GET", r"/v1/jobs/(\d+)", get_job, query=("log_since",))
     r.add("GET", r"/v1/jobs/(\d+)/wait", wait_job, query=("log_since", "timeout", "status"))
     r.add("POST", r"/v1/jobs/(\d+)/cancel", cancel_job)
     r.add("GET", "/v1/query/cluster", query_cluster)
     r.add("GET", r"/v1/query/(nodegroups|nodes|instances)", query_kind, query=("names",))
-    r.add("GET", "/v1/config", dump)
+    r.add("GET", "/v1/config", dump, caller=True)
     r.add("GET", "/v1/queue", queue_info)
     r.add("PUT", "/v1/queue", queue_set, body=True)
     r.add("GET", "/v1/locks", lock_info)
     r.add("GET", "/v1/ops", ops_info)
+    r.add("GET", "/v1/auth/(tokens|users)", list_credentials, caller=True)
+    r.add("POST", "/v1/auth/(tokens|users)", create_credential, body=True, caller=True)
+    r.add("DELETE", "/v1/auth/(tokens|users)/([^/]+)", remove_credential, caller=True)
     return r

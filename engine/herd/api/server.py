@@ -1,12 +1,14 @@
-"""The master's JSON API over HTTP/1.1, on a root-only Unix socket.
+"""The master's JSON API over HTTP/1.1, on a root-only Unix socket and over HTTPS.
 
-HTTP rather than a home-made framing so that the same handlers can later be served over
-HTTPS to remote clients (AWX execution environments) and so curl can talk to it.
-Connections are kept alive: a client that submits and polls pays no reconnect.
+HTTP rather than a home-made framing so that the same handlers serve local root (the
+socket, where the file mode is the authentication) and remote clients such as AWX
+execution environments (HTTPS, a token or a password on every request), and so curl can
+talk to it. Connections are kept alive: a client that submits and polls pays no reconnect.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
@@ -14,6 +16,7 @@ import os
 import re
 import socket
 import socketserver
+import ssl
 import stat
 import threading
 from collections.abc import Callable
@@ -24,12 +27,43 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from herd.errors import HerdError, NotFoundError, ValidationError
+from herd.auth import AuthStore, FailureLimiter, Principal
+from herd.crypto.tls import TLS12_SUITES
+from herd.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    HerdError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 MAX_BODY = 64 * 1024 * 1024
+#: A TLS client gets this long to finish its handshake, so a silent one frees its thread.
+HANDSHAKE_TIMEOUT = 10.0
+#: An idle kept-alive HTTPS connection is closed after this; longer than any long-poll.
+IDLE_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request and how: handlers that care (job submission, credential
+    management) decide with this what a remote caller may do that local root may."""
+
+    transport: str
+    principal: Principal | None = None
+    address: str = "unix"
+
+    @property
+    def remote(self) -> bool:
+        return self.transport == "https"
+
+
+#: Root on the master, over the Unix socket: trusted by the socket's file mode.
+LOCAL = Caller("unix")
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,7 @@ class Route:
     fn: Handler
     query: tuple[str, ...]
     body: bool
+    caller: bool
 
 
 class Router:
@@ -57,10 +92,14 @@ class Router:
         fn: Handler,
         query: tuple[str, ...] = (),
         body: bool = False,
+        caller: bool = False,
     ) -> None:
-        self._routes.append(Route(method, re.compile("^" + pattern + "$"), fn, query, body))
+        """``caller=True`` hands the handler a ``caller`` keyword (a :class:`Caller`)."""
+        self._routes.append(Route(method, re.compile("^" + pattern + "$"), fn, query, body, caller))
 
-    def dispatch(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+    def dispatch(
+        self, method: str, path: str, query: dict[str, str], body: Any, caller: Caller = LOCAL
+    ) -> Any:
         allowed = []
         for route in self._routes:
             match = route.pattern.match(path)
@@ -79,6 +118,8 @@ class Router:
                 )
             if body is not None and not route.body:
                 raise ValidationError("body", body, f"no request body for {method} {path}")
+            if route.caller:
+                return route.fn(*match.groups(), query=query, body=body, caller=caller)
             return route.fn(*match.groups(), query=query, body=body)
         if allowed:
             raise ValidationError("method", method, " or ".join(allowed) + f" on {path}")
@@ -87,7 +128,7 @@ class Router:
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: UnixAPIServer
+    server: _APIServer
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -105,8 +146,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         try:
+            caller = self.server.admit(self, method)
+        except HerdError as exc:
+            # Refused before the body was read: the connection cannot carry another request.
+            self.close_connection = True
+            self._send(exc.http_status, {"error": exc.to_dict()}, _challenge(exc))
+            return
+        try:
             body = self._read_body()
-            result = self.server.router.dispatch(method, parts.path, query, body)
+            result = self.server.router.dispatch(method, parts.path, query, body, caller)
             self._send(HTTPStatus.OK, result)
         except HerdError as exc:
             self._send(exc.http_status, {"error": exc.to_dict()})
@@ -136,9 +184,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 "body", raw[:80].decode(errors="replace"), f"a JSON document ({exc})"
             ) from None
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -151,15 +201,73 @@ class _RequestHandler(BaseHTTPRequestHandler):
         log.debug("api: " + format, *args)
 
 
-class UnixAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """Threaded HTTP server on a Unix socket that only root (the owner) may open."""
+class _HTTPSRequestHandler(_RequestHandler):
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        """Handshake here, in the connection's own thread, not in the accept loop, so one
+        slow or silent client cannot hold up everybody else's connections."""
+        super().setup()
+        self.connection.settimeout(HANDSHAKE_TIMEOUT)
+        self.connection.do_handshake()
+        self.connection.settimeout(self.timeout)
+
+    def address_string(self) -> str:
+        return str(self.client_address[0])
+
+
+def _challenge(exc: HerdError) -> tuple[tuple[str, str], ...]:
+    """Headers telling an HTTP client how to get in (RFC 9110 11.6.1) or when to retry."""
+    if isinstance(exc, RateLimitedError):
+        return (("Retry-After", str(exc.details["retry_after"])),)
+    if isinstance(exc, AuthenticationError):
+        return (
+            ("WWW-Authenticate", 'Bearer realm="herd"'),
+            ("WWW-Authenticate", 'Basic realm="herd", charset="UTF-8"'),
+        )
+    return ()
+
+
+class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
+    """What both listeners share: the router, admission, and ending kept-alive connections
+    on close (their handler threads would otherwise go on answering for a master whose
+    queue and databases are already closed)."""
 
     daemon_threads = True
+    router: Router
 
-    def __init__(self, path: str | Path, router: Router) -> None:
+    def _track(self, router: Router) -> None:
         self.router = router
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+
+    @abc.abstractmethod
+    def admit(self, handler: _RequestHandler, method: str) -> Caller:
+        """Decide whether a request may proceed and who made it; raise to refuse it."""
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)  # type: ignore[misc]
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)  # type: ignore[misc]
+
+    def _close_open(self) -> None:
+        with self._open_lock:
+            open_now = list(self._open)
+        for conn in open_now:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class UnixAPIServer(_APIServer, socketserver.UnixStreamServer):
+    """Threaded HTTP server on a Unix socket that only root (the owner) may open."""
+
+    def __init__(self, path: str | Path, router: Router) -> None:
+        self._track(router)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
@@ -172,26 +280,77 @@ class UnixAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old)
         os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
+    def admit(self, handler: _RequestHandler, method: str) -> Caller:
+        return LOCAL
 
     def server_close(self) -> None:
-        """Also end kept-alive connections: their handler threads would otherwise go on
-        answering for a master whose queue and databases are already closed."""
         super().server_close()
         self.path.unlink(missing_ok=True)
-        with self._open_lock:
-            open_now = list(self._open)
-        for conn in open_now:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                conn.shutdown(socket.SHUT_RDWR)
+        self._close_open()
+
+
+class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
+    """The same API over TLS for remote clients; every request must authenticate.
+
+    Credentials are checked before the body is read, read-only principals may only GET,
+    and an address that keeps failing is refused for a while (``limiter``).
+    """
+
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        router: Router,
+        context: ssl.SSLContext,
+        auth: AuthStore,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        self._track(router)
+        self.context = context
+        self.auth = auth
+        self.limiter = limiter or FailureLimiter()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _HTTPSRequestHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def admit(self, handler: _RequestHandler, method: str) -> Caller:
+        address = str(handler.client_address[0])
+        self.limiter.check(address)
+        header = handler.headers.get("Authorization")
+        try:
+            principal = self.auth.authenticate(header)
+        except AuthenticationError:
+            if header:
+                self.limiter.failed(address)
+            raise
+        if principal.read_only and method != "GET":
+            raise ForbiddenError(
+                f"{principal.describe()} is read-only: only GET requests are allowed",
+                principal=principal.name,
+                method=method,
+            )
+        return Caller("https", principal, address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Failed handshakes and dropped connections are the network's normal noise."""
+        log.debug("https connection from %s failed", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._close_open()
+
+
+def https_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Server side TLS 1.2+ with forward-secret AEAD suites only (TLS 1.3 suites all are)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(":".join(TLS12_SUITES))
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
 
 
 def _refuse_if_live(path: Path) -> None:

@@ -7,6 +7,7 @@ registry; the fixed commands here are the queue, config and daemon verbs.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -45,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herd", description="Ganeti-style cluster manager")
     parser.add_argument("--version", action="version", version=f"herd {__version__}")
     parser.add_argument("--socket", default=None, help="master API socket (env HERD_SOCKET)")
+    parser.add_argument(
+        "--api-url", default=None, help="remote master, https://HOST:PORT (env HERD_API_URL)"
+    )
+    parser.add_argument("--api-token", default=None, help="API token (env HERD_API_TOKEN)")
+    parser.add_argument(
+        "--api-user",
+        default=None,
+        help="API user (env HERD_API_USER); password from env HERD_API_PASSWORD or a prompt",
+    )
+    parser.add_argument(
+        "--api-ca", default=None, help="cluster CA file to verify the master (env HERD_API_CA)"
+    )
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="COMMAND")
 
@@ -53,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--max-running", type=int, default=None)
     master.add_argument("--log-level", default="INFO")
     master.add_argument("--daemon", action="store_true", help="detach and return when ready")
+    master.add_argument(
+        "--https-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the API over HTTPS here, e.g. 0.0.0.0:8443 (env HERD_HTTPS_BIND)",
+    )
 
     subparsers: dict[str, Any] = {}
 
@@ -89,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     noun_parser("lock", "locks").add_parser("list", help="show held and wanted locks")
 
+    token = noun_parser("token", "API tokens for the HTTPS API (root on the master)")
+    tc = token.add_parser("create", help="create a token and print it (shown only once)")
+    tc.add_argument("name")
+    tc.add_argument("--read-only", action="store_true", help="may only read (GET)")
+    token.add_parser("list", help="list tokens (names only)")
+    token.add_parser("revoke", help="revoke a token").add_argument("name")
+    user = noun_parser("user", "API users for the HTTPS API (root on the master)")
+    ua = user.add_parser("add", help="add a user; the password is read from stdin")
+    ua.add_argument("name")
+    ua.add_argument("--read-only", action="store_true", help="may only read (GET)")
+    user.add_parser("list", help="list users")
+    user.add_parser("remove", help="remove a user").add_argument("name")
+
     for op_id, cls in sorted(registry().items()):
         noun, verb = op_id.split(".", 1)
         if (noun, verb) in _FIXED:
@@ -103,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         verbs = noun_parser(noun, f"{noun} commands")
         verbs.add_parser("list", help=f"list {kind}").add_argument("names", nargs="*")
         verbs.add_parser("info", help=f"details of {kind}").add_argument("names", nargs="*")
-    noun_parser("cluster", "cluster commands").add_parser("info", help="cluster settings")
+    cluster = noun_parser("cluster", "cluster commands")
+    cluster.add_parser("info", help="cluster settings")
+    cluster.add_parser("ca", help="print the cluster CA certificate (PEM) to verify HTTPS with")
     return parser
 
 
@@ -136,16 +170,31 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.noun == "master":
         return _run_master(args)
-    client = Client(args.socket)
+    client = _client(args)
     if getattr(args, "op_id", None):
         params = collect_op_params(args, registry()[args.op_id].PARAMS)
-        if args.op_id == "cluster.init":
+        if args.op_id == "cluster.init" and client.socket_path is not None:
             ensure_master(client.socket_path)
         return _run_job(client, args, [{"op": args.op_id, **params}])
     handler = _FIXED.get((args.noun, args.verb))
     if handler is None:
         raise HerdError(f"unknown command: {args.noun} {args.verb}")
     return handler(client, args)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """The local socket unless a remote master is named (``--api-url``/HERD_API_URL)."""
+    password = None
+    if args.api_user and not os.environ.get("HERD_API_PASSWORD"):
+        password = getpass.getpass(f"password for API user {args.api_user}: ")
+    return Client(
+        args.socket,
+        api_url=args.api_url,
+        token=args.api_token,
+        user=args.api_user,
+        password=password,
+        ca_file=args.api_ca,
+    )
 
 
 def _run_job(client: Client, args: argparse.Namespace, ops: list[dict[str, Any]]) -> int:
@@ -181,14 +230,17 @@ def _run_master(args: argparse.Namespace) -> int:
         extra = ["--log-level", args.log_level]
         if args.max_running is not None:
             extra += ["--max-running", str(args.max_running)]
+        if args.https_bind:
+            extra += ["--https-bind", args.https_bind]
         start_master_background(socket_path, state_dir, extra=extra)
         return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from herd.master.daemon import Master
+    from herd.master.daemon import Master, default_https_bind
 
-    Master(state_dir, socket_path, max_running=args.max_running).serve()
+    https_bind = args.https_bind or default_https_bind()
+    Master(state_dir, socket_path, max_running=args.max_running, https_bind=https_bind).serve()
     return 0
 
 
@@ -345,6 +397,43 @@ def _cluster_info(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_ca(client: Client, args: argparse.Namespace) -> int:
+    sys.stdout.write(client.query("cluster")["ca_cert_pem"])
+    return 0
+
+
+def _token_create(client: Client, args: argparse.Namespace) -> int:
+    token = client.create_token(args.name, args.read_only)
+    print(token)
+    print(f"token {args.name}: shown only this once; the master keeps a hash", file=sys.stderr)
+    return 0
+
+
+def _user_add(client: Client, args: argparse.Namespace) -> int:
+    """The password comes from stdin (a prompt on a terminal), never argv, where ``ps``
+    would show it."""
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    client.add_user(args.name, password, args.read_only)
+    return 0
+
+
+def _credential_list(client: Client, args: argparse.Namespace) -> int:
+    items = client.credentials(f"{args.noun}s")
+    if args.output == "json":
+        output.emit_json(items)
+    else:
+        output.table(items, ["name", "read_only", "created"])
+    return 0
+
+
+def _credential_remove(client: Client, args: argparse.Namespace) -> int:
+    client.remove_credential(f"{args.noun}s", args.name)
+    return 0
+
+
 _FIXED = {
     ("job", "list"): _job_list,
     ("job", "info"): _job_info,
@@ -356,6 +445,13 @@ _FIXED = {
     ("queue", "set"): _queue_set,
     ("lock", "list"): _lock_list,
     ("cluster", "info"): _cluster_info,
+    ("cluster", "ca"): _cluster_ca,
+    ("token", "create"): _token_create,
+    ("token", "list"): _credential_list,
+    ("token", "revoke"): _credential_remove,
+    ("user", "add"): _user_add,
+    ("user", "list"): _credential_list,
+    ("user", "remove"): _credential_remove,
     **{(noun, verb): _query for noun in QUERY_NOUNS for verb in ("list", "info")},
 }
 

@@ -1,11 +1,14 @@
 """``herd master``: owns the store, the queue, the locks and the API socket.
 
 Exactly one master runs per state directory; the API socket doubles as the guard (a
-second master refuses to start while the first answers on it).
+second master refuses to start while the first answers on it). With an HTTPS address the
+master also serves the API over TLS, under a certificate of the cluster CA that it issues
+itself at every start; before ``cluster init`` there is no CA, so HTTPS then waits for it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -14,8 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 from herd.api.routes import build_router
-from herd.api.server import UnixAPIServer
+from herd.api.server import HTTPSAPIServer, UnixAPIServer, https_context
+from herd.auth import AuthStore
 from herd.config.store import SQLiteStore, Store
+from herd.crypto.ca import ClusterCA
+from herd.errors import ValidationError
 from herd.jobs.db import JobDB
 from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
@@ -25,10 +31,29 @@ from herd.master.services import Services
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "/var/lib/herd"
+#: The HTTPS API's certificate and key, in the state directory's crypto directory.
+API_CERT_FILE, API_KEY_FILE = "api.pem", "api.key"
+#: How often a master waiting for ``cluster init`` looks for the CA to start HTTPS.
+CA_POLL_SECONDS = 1.0
 
 
 def default_state_dir() -> str:
     return os.environ.get("HERD_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+def default_https_bind() -> str | None:
+    """The master setting for HTTPS (env ``HERD_HTTPS_BIND``), so that a master started
+    in the background by ``herd cluster init`` serves HTTPS too."""
+    return os.environ.get("HERD_HTTPS_BIND") or None
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` into a socket address; port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValidationError("https_bind", value, "HOST:PORT, e.g. 0.0.0.0:8443 or [::]:8443")
+    return host, int(port)
 
 
 def sync_locks(store: Store, locks: LockManager) -> None:
@@ -42,8 +67,13 @@ def sync_locks(store: Store, locks: LockManager) -> None:
 
 class Master:
     def __init__(
-        self, state_dir: str | Path, socket_path: str | Path, max_running: int | None = None
+        self,
+        state_dir: str | Path,
+        socket_path: str | Path,
+        max_running: int | None = None,
+        https_bind: str | None = None,
     ) -> None:
+        self.https_address = parse_bind(https_bind) if https_bind else None
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = SQLiteStore(self.state_dir / "config.db")
@@ -56,7 +86,11 @@ class Master:
             JobRunner(self.store, self.locks, self.services),
             max_running=max_running,
         )
-        self.server = UnixAPIServer(socket_path, build_router(self.store, self.queue, self.locks))
+        self.auth = AuthStore(self.state_dir / AuthStore.FILE)
+        self.router = build_router(self.store, self.queue, self.locks, self.auth)
+        self.server = UnixAPIServer(socket_path, self.router)
+        self.https: HTTPSAPIServer | None = None
+        self._https_lock = threading.Lock()
         self._stopped = threading.Event()
 
     def serve(self) -> None:
@@ -74,7 +108,14 @@ class Master:
         )
         thread.start()
         log.info("herd master serving on %s (state %s)", self.server.path, self.state_dir)
+        if self.https_address and not self._start_https():
+            log.info("HTTPS API waits for 'herd cluster init' (no cluster CA yet)")
+            threading.Thread(target=self._https_when_ready, name="herd-https-wait").start()
         self._stopped.wait()
+        with self._https_lock:
+            if self.https:
+                self.https.shutdown()
+                self.https.server_close()
         self.server.shutdown()
         self.server.server_close()
         self.queue.stop()
@@ -85,6 +126,59 @@ class Master:
 
     def shutdown(self) -> None:
         self._stopped.set()
+
+    def _https_when_ready(self) -> None:
+        while not self._stopped.wait(CA_POLL_SECONDS):
+            if self._start_https():
+                return
+
+    def _start_https(self) -> bool:
+        """Issue a fresh API certificate and start serving HTTPS; False while no CA exists.
+
+        A bind failure at start-up is raised (the operator asked for HTTPS and must hear
+        that it is not there); a fresh certificate per start means a renamed master or a
+        new address is picked up by a restart, and the key never outlives one run by much.
+        """
+        crypto = self.services.crypto_dir
+        clusters = self.store.list("cluster")
+        if not clusters or not (crypto / ClusterCA.KEY_FILE).exists():
+            return False
+        assert self.https_address is not None
+        cert_file, key_file = crypto / API_CERT_FILE, crypto / API_KEY_FILE
+        ClusterCA.load(crypto).issue_node_cert(
+            clusters[0].master_node, self._api_ips(clusters[0].master_node)
+        ).save(cert_file, key_file)
+        with self._https_lock:
+            if self._stopped.is_set():
+                return True
+            self.https = HTTPSAPIServer(
+                self.https_address, self.router, https_context(cert_file, key_file), self.auth
+            )
+            threading.Thread(
+                target=self.https.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="herd-https",
+                daemon=True,
+            ).start()
+        host, port = self.https.server_address[:2]
+        log.info("herd master serving HTTPS on %s port %d", host, port)
+        return True
+
+    def _api_ips(self, master_node: str) -> list[str]:
+        """Addresses clients may dial and still have the certificate's host name checked:
+        the master node's, loopback, and the bound address unless it is a wildcard."""
+        node = self.store.find("node", master_node)
+        ips = {"127.0.0.1", "::1"}
+        if node is not None:
+            ips |= {ip for ip in (node.primary_ip, node.secondary_ip) if ip}
+        assert self.https_address is not None
+        try:
+            bound = ipaddress.ip_address(self.https_address[0])
+        except ValueError:
+            bound = None
+        if bound is not None and not bound.is_unspecified:
+            ips.add(str(bound))
+        return sorted(ips)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)
