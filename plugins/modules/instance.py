@@ -141,7 +141,22 @@ options:
     description:
       - Place a new instance only among the nodes nobody is using right now, instead of
         waiting for all nodes to be free. Creation only.
+      - Without O(opportunistic_tries) the task fails with C(TemporarilyInfeasibleError)
+        when the instance would fit on the cluster but not on the free nodes.
     type: bool
+  opportunistic_tries:
+    description:
+      - Number of opportunistic tries (implies O(opportunistic)). A try that is
+        temporarily infeasible goes back to the master's queue for the next one after
+        O(opportunistic_delay); after the last, one create with blocking locks runs, so the
+        task fails only if the instance cannot be placed at all. Creation only.
+      - The retries happen in the master within one job, so O(timeout) must cover them.
+    type: int
+  opportunistic_delay:
+    description:
+      - Seconds between opportunistic tries, each spread by +/-20% so creates that failed
+        together do not retry together. The master waits 5 seconds when not set.
+    type: float
   allow_migrate:
     description:
       - Whether a differing O(primary_node) may be reached by live migration.
@@ -177,6 +192,9 @@ notes:
     O(api_url).
   - Creating, migrating and removing can take long; the task waits up to O(timeout)
     seconds and returns the job ids and the job log either way.
+  - A create left unfinished in the master's queue by an interrupted run (for example one
+    waiting for its next opportunistic try) is waited for instead of submitted again, so
+    rerunning a playbook after an interruption is safe.
 """
 
 EXAMPLES = r"""
@@ -259,7 +277,10 @@ import re
 from typing import Any
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    HerdApiError,
+    HerdClient,
+)
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
     declared_only,
     diff_fields,
@@ -284,6 +305,8 @@ ADD_FIELDS = (
     "secondary_node",
     "iallocator",
     "opportunistic",
+    "opportunistic_tries",
+    "opportunistic_delay",
     "tags",
 )
 #: Options only instance.add can set: on an existing instance they are checked, not changed.
@@ -293,6 +316,8 @@ MODIFY_FIELDS = ("memory", "vcpus", "hvparams", "osparams", "tags")
 #: What a NIC is made of, as the master reports and instance.modify takes it.
 NIC_KEYS = ("mac", "ip", "mode", "link", "name")
 MIB = 1024 * 1024
+#: Job states in which a submitted create may still happen.
+UNFINISHED = ("queued", "waiting", "running")
 
 
 def invalid(field: str, value: Any, message: str) -> HerdApiError:
@@ -521,9 +546,39 @@ def plan(
     return ops, diff_result(changes) if changes else {}
 
 
+def pending_add(client: HerdClient, name: str) -> int | None:
+    """The id of an unfinished job that creates instance ``name``, if any.
+
+    An interrupted run leaves its job in the master (a create may sit in the queue for
+    minutes between opportunistic tries); submitting a second create would only collide
+    with it, so the rerun adopts the job instead.
+    """
+    for status in UNFINISHED:
+        for item in client.request("GET", "/v1/jobs", params={"status": status})["items"]:
+            if "instance.add" not in item["summary"].split(","):
+                continue
+            ops = client.job(item["id"])["ops"]
+            if any(o["op"] == "instance.add" and o["params"].get("name") == name for o in ops):
+                return int(item["id"])
+    return None
+
+
+def adopt(herd: HerdModule, name: str) -> dict[str, Any] | None:
+    """Wait for a pending create of ``name`` (not in check mode) and return the instance."""
+    job_id = None if herd.module.check_mode else pending_add(herd.client, name)
+    if job_id is None:
+        return None
+    herd.job_ids.append(job_id)
+    herd.changed = True
+    herd.client.wait(job_id, herd.params["timeout"], herd.job_log.append)
+    return herd.client.query_one("instances", name)
+
+
 def run(herd: HerdModule) -> dict[str, Any]:
     name = herd.params["name"]
     current = herd.client.query_one("instances", name)
+    if current is None and herd.params["state"] != "absent":
+        current = adopt(herd, name)
     ops, diff = plan(current, herd.params)
     if herd.apply(ops, f"instance {name} state={herd.params['state']}"):
         current = herd.client.query_one("instances", name)
@@ -558,6 +613,8 @@ def main() -> None:
             "secondary_node": {"type": "str"},
             "iallocator": {"type": "str"},
             "opportunistic": {"type": "bool"},
+            "opportunistic_tries": {"type": "int"},
+            "opportunistic_delay": {"type": "float"},
             "allow_migrate": {"type": "bool", "default": True},
             "allow_failover": {"type": "bool", "default": False},
             "ignore_consistency": {"type": "bool", "default": False},
