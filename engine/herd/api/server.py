@@ -234,6 +234,10 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
     queue and databases are already closed)."""
 
     daemon_threads = True
+    #: socketserver's default backlog of 5 makes the 6th client connecting at the same
+    #: instant fail with EAGAIN (a Unix socket does not retry the way TCP SYNs do), which
+    #: playbooks creating many instances side by side hit at once.
+    request_queue_size = 128
     router: Router
 
     def _track(self, router: Router) -> None:
