@@ -15,7 +15,13 @@ from herd.node.hv.base import hypervisor_for
 from herd.ops import drbd
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.cluster import HYPERVISORS
-from herd.ops.instance_base import assemble_disks, set_admin_state, shutdown_disks, start_on
+from herd.ops.instance_base import (
+    assemble_disks,
+    set_admin_state,
+    shutdown_disks,
+    start_on,
+    stop_on,
+)
 from herd.ops.instance_common import (
     DISK_TEMPLATES,
     MIRRORED,
@@ -237,11 +243,7 @@ class InstanceAdd(Op):
             self.undo_assembly(ctx, inst, placement.primary)
             ctx.undo(
                 f"stop {inst.name}",
-                lambda: ctx.services.call(
-                    placement.primary,
-                    "instance_stop",
-                    {"name": inst.name, "hypervisor": inst.hypervisor, "timeout": 0, "force": True},
-                ),
+                lambda: stop_on(ctx, inst, placement.primary, 0, force=True),
             )
             start_on(ctx, inst, placement.primary)
             set_admin_state(ctx, inst, "up")

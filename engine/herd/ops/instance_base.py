@@ -110,11 +110,19 @@ def stop_for_copy(ctx: OpContext, inst: Instance, node: Node, timeout: float) ->
     if not state or state.get("state") != "running":
         return False
     ctx.undo(f"start {inst.name} again on {node.name}", lambda: start_on(ctx, inst, node))
-    ctx.services.call(
-        node,
-        "instance_stop",
-        {"name": inst.name, "hypervisor": inst.hypervisor, "timeout": timeout, "force": False},
-        timeout=timeout + 60,
-    )
+    stop_on(ctx, inst, node, timeout)
     ctx.log(f"instance {inst.name} stopped for the copy")
     return True
+
+
+def stop_on(
+    ctx: OpContext, inst: Instance, node: Node, timeout: float, force: bool = False
+) -> dict[str, Any]:
+    """ACPI shutdown, forced off after ``timeout`` (or at once with ``force``); the
+    answer's ``method`` says which happened."""
+    return ctx.services.call(
+        node,
+        "instance_stop",
+        {"name": inst.name, "hypervisor": inst.hypervisor, "timeout": timeout, "force": force},
+        timeout=timeout + 60,
+    )

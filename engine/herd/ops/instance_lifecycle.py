@@ -17,6 +17,7 @@ from herd.ops.instance_base import (
     set_admin_state,
     shutdown_disks,
     start_on,
+    stop_on,
 )
 from herd.ops.instance_common import disk_arg, instance_spec
 from herd.ops.params import Param, check_name
@@ -61,17 +62,7 @@ class InstanceStop(InstanceOp):
         if node.offline:
             ctx.log(f"node {node.name} is offline: instance only marked down", "warning")
             return {"changed": changed, "state": "unknown"}
-        result = ctx.services.call(
-            node,
-            "instance_stop",
-            {
-                "name": inst.name,
-                "hypervisor": inst.hypervisor,
-                "timeout": self.params["shutdown_timeout"],
-                "force": False,
-            },
-            timeout=self.params["shutdown_timeout"] + 60,
-        )
+        result = stop_on(ctx, inst, node, self.params["shutdown_timeout"])
         shutdown_disks(ctx, inst, node)
         how = result.get("method", "stopped")
         if result.get("changed"):
@@ -145,17 +136,7 @@ class InstanceRemove(InstanceOp):
             try:
                 require_online(node, "clean up")
                 if uuid == inst.primary_node:
-                    ctx.services.call(
-                        node,
-                        "instance_stop",
-                        {
-                            "name": inst.name,
-                            "hypervisor": inst.hypervisor,
-                            "timeout": self.params["shutdown_timeout"],
-                            "force": False,
-                        },
-                        timeout=self.params["shutdown_timeout"] + 60,
-                    )
+                    stop_on(ctx, inst, node, self.params["shutdown_timeout"])
                     if drbd.is_drbd(inst):
                         drbd.demote(ctx, inst, node)
                 for i, disk in enumerate(inst.disks):

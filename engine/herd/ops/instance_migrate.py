@@ -22,6 +22,7 @@ from herd.ops.instance_base import (
     runtime_state,
     shutdown_disks,
     start_on,
+    stop_on,
 )
 from herd.ops.instance_common import MIRRORED, MOVABLE, get_node, instance_spec
 from herd.ops.params import Param
@@ -191,17 +192,7 @@ class InstanceFailover(_MoveOp):
         source, target = self.primary(ctx, inst), self.target(ctx, inst)
         try:
             require_online(source, "shut the instance down there")
-            ctx.services.call(
-                source,
-                "instance_stop",
-                {
-                    "name": inst.name,
-                    "hypervisor": inst.hypervisor,
-                    "timeout": self.params["shutdown_timeout"],
-                    "force": False,
-                },
-                timeout=self.params["shutdown_timeout"] + 60,
-            )
+            stop_on(ctx, inst, source, self.params["shutdown_timeout"])
             shutdown_disks(ctx, inst, source)
         except Exception as exc:
             if not self.params["ignore_consistency"]:

@@ -242,7 +242,8 @@ def test_remove_cleans_every_node(cluster: Any) -> None:
 def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The primary dies while the OS script runs: the job fails naming the node, the
-    config holds nothing of the instance, and the rollback reports what it could not undo."""
+    config holds nothing of the instance, and the rollback either cleaned the node or
+    reports what it could not undo."""
     monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
     running = start_thread_master(tmp_path)
     s1, s2 = scratch_lab.nodes
@@ -268,7 +269,9 @@ def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path
         assert doc["status"] == "error"
         err = HerdError.from_dict(doc["error"])
         assert isinstance(err, NodeError) and s2.name in err.message
-        assert err.details["rollback_failed"]
+        # The kill races the rollback: either the rollback reached the node and removed
+        # the disk, or it reports exactly what it could not undo. Never silence.
+        assert err.details.get("rollback_failed") or not disk_files(s2), doc["log"]
         assert running.api.query("instances") == []
     finally:
         running.stop()
