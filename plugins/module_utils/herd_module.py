@@ -37,6 +37,11 @@ def job_changed(job: dict[str, Any]) -> bool:
     )
 
 
+def last_result(job: dict[str, Any]) -> dict[str, Any]:
+    ops = job.get("ops") or [{}]
+    return ops[-1].get("result") or {}
+
+
 class HerdModule:
     """An AnsibleModule bound to a HerdClient, with the job-submission policy of the collection."""
 
@@ -59,6 +64,8 @@ class HerdModule:
         self.job_ids: list[int] = []
         self.job_log: list[dict[str, Any]] = []
         self.changed = False
+        #: The result of the last op of the job ``apply`` waited for (None until then).
+        self.result: dict[str, Any] | None = None
         try:
             self.client = HerdClient.from_params(self.params)
         except HerdApiError as exc:
@@ -97,8 +104,20 @@ class HerdModule:
         self.job_ids.append(job_id)
         if not self.params["wait"]:
             return False
-        self.client.wait(job_id, self.params["timeout"], self.job_log.append)
+        job = self.client.wait(job_id, self.params["timeout"], self.job_log.append)
+        self.result = last_result(job)
         return True
+
+    def read(self, op: dict[str, Any], what: str) -> dict[str, Any]:
+        """Run a read-only op (``export.list``, a ``dry_run``) and return its result.
+
+        What only nodes know (their exports, a disk's digest) is not in the master's
+        queries, so reading it takes a job; it runs in check mode too, since it changes
+        nothing, and is not reported as a change.
+        """
+        reason = [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
+        job_id = self.client.submit([op], reason)
+        return last_result(self.client.wait(job_id, self.params["timeout"]))
 
     def run(self, body: Callable[[HerdModule], dict[str, Any]]) -> NoReturn:
         """Run the module's logic; any HerdApiError becomes a clean task failure."""

@@ -219,7 +219,8 @@ class InstanceExport(InstanceOp):
         """Whether the export on ``target`` already holds exactly these disks.
 
         Only the content digests prove it; they are computed on the primary by reading
-        the disks' data (holes are skipped), never by trusting sizes or times.
+        the disks' data (holes are skipped), never by trusting sizes, times or uuids (a
+        restored instance has a new uuid and the same disks).
         """
         found = ctx.services.call(target, "export_list", {"names": [inst.name]})["exports"]
         if not found:
@@ -227,8 +228,7 @@ class InstanceExport(InstanceOp):
         existing = found[0]
         wanted = [d["size"] for d in identity(ctx, inst)["disks"]]
         if (
-            existing.get("instance_uuid") != inst.uuid
-            or existing.get("compression") != self.params["compression"]
+            existing.get("compression") != self.params["compression"]
             or [d.get("size") for d in existing.get("disks") or []] != wanted
         ):
             return False
