@@ -247,10 +247,12 @@ def wait_done(
             raise remote_failure(job_id, doc)
         if doc["status"] == "success":
             result = doc["ops"][-1]["result"]
-            for index, st in states.items():
+            for index, tid, end in ends:
+                st = status(ctx, end, tid, "send")
                 check_digests(
                     f"disk {index} of {name}", st, {"digest": result["digests"].get(str(index))}
                 )
+                report(ctx, f"disk {index} of {name}", st, final=True)
             return result
         if time.monotonic() - last >= 3:
             last = time.monotonic()

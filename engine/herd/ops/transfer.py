@@ -190,6 +190,8 @@ def watch(ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]) 
 
 def report(ctx: OpContext, label: str, st: dict[str, Any], final: bool = False) -> None:
     done, size = st.get("bytes") or 0, st.get("size") or 0
+    if not size:
+        return
     rate = st.get("rate") or 0.0
     pct = 100.0 * done / size if size else 100.0
     eta = st.get("eta")
