@@ -35,13 +35,15 @@ COMPRESSIONS = (
     "zstd",
     "zstd-fast",
     "lz4",
-    "herdtestgz",
+    "custom",
 )
+#: Per test process, so parallel runs on one machine never share (or delete) the tool.
+CUSTOM_NAME = f"herdtestgz{os.getpid()}"
 TOOL_DIR = Path("/etc/herd/compression")
 CUSTOM_TOOL = """#!/bin/sh
 # A custom compression tool as the cluster's compression_tools allow: stdin to stdout.
 case "$1" in
-  -h) echo "herdtestgz: gzip -1 wrapper"; exit 0 ;;
+  -h) echo "gzip -1 wrapper"; exit 0 ;;
   -d) exec gzip -d -c ;;
   "") exec gzip -1 -c ;;
   *) echo "unexpected argument $1" >&2; exit 2 ;;
@@ -66,7 +68,7 @@ class Side:
 @pytest.fixture(scope="module")
 def custom_tool() -> Iterator[str]:
     TOOL_DIR.mkdir(parents=True, exist_ok=True)
-    path = TOOL_DIR / "herdtestgz"
+    path = TOOL_DIR / CUSTOM_NAME
     path.write_text(CUSTOM_TOOL)
     os.chmod(path, 0o755)
     yield path.name
@@ -220,7 +222,10 @@ def test_cross_cluster_move_with_each_compression(
     inst = next(i for i in east.instances() if i["name"] == name)
     digest = sha(image_of(east, inst))
     result = east.run(
-        "instance.move", name=name, dest_cluster=str(west.master.socket), compression=compression
+        "instance.move",
+        name=name,
+        dest_cluster=str(west.master.socket),
+        compression=CUSTOM_NAME if compression == "custom" else compression,
     )
     assert result["dest_instance"] == name
     assert name not in [i["name"] for i in east.instances()]
@@ -290,14 +295,17 @@ def test_killed_transfer_leaves_source_intact_and_destination_clean(
     before = sha(image)
     west_files = {n.name: disk_files(n) for n in west.lab.nodes}
     killer_done = threading.Event()
+    earlier = set(src.state_dir.glob("transfers/*/send/status.json"))
 
     def kill_sender() -> None:
         """Kill the sending worker once data is flowing, as a crash mid-copy would."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killer_done.is_set():
-            flowing = [json.loads(f.read_text()).get("bytes") or 0
-                       for f in src.state_dir.glob("transfers/*/send/status.json")
-                       if f.stat().st_size]
+            flowing = [
+                json.loads(f.read_text()).get("bytes") or 0
+                for f in src.state_dir.glob("transfers/*/send/status.json")
+                if f not in earlier and f.stat().st_size
+            ]
             if any(flowing):
                 for pid in worker_pids(src):
                     os.kill(pid, signal.SIGKILL)
