@@ -9,7 +9,7 @@ debs=(
   e2fsprogs fdisk util-linux ganeti-os-noop                           # OS API (herd-image, noop)
   drbd-utils lvm2                                                     # DRBD/LVM backends
   qemu-system-x86 qemu-utils busybox-static debootstrap               # kvm guests, VM nodes
-  ganeti-htools                                                       # hail, for iallocator tests
+  ganeti-htools zerofree                                              # hail; fake zeroing
 )
 missing=()
 for pkg in "${debs[@]}"; do
