@@ -3,9 +3,13 @@
 1. Two clusters, ``alpha`` (3 nodes) and ``beta`` (2 nodes): lab nodes are network
    namespaces with their own sshd; each cluster's master runs here and reaches its nodes
    over SSH.
-2. An instance on ``alpha``, installed from our ``herd-image`` OS and started.
-3. It is moved to ``beta`` with ``herd instance move --dest-cluster`` (the clusters share
-   a domain secret, nothing else), and the disk that arrives is compared byte for byte.
+2. An instance on ``alpha``, created with opportunistic locking and retries, installed
+   from our ``herd-image`` OS (an ext4 filesystem) and started; then 128 MiB are written
+   into its filesystem and deleted, as a guest deleting a big file would leave them.
+3. It is moved to ``beta`` with ``herd instance move --dest-cluster --zero-free-space``:
+   its free space is zeroed first, so the deleted data never crosses the wire; the
+   clusters share a domain secret and nothing else. The source copy is kept (stopped) so
+   the disk that arrived can be compared with it byte for byte.
 4. A DRBD-backed instance on two qemu guests with a real DRBD kernel: data written on
    the primary is read back on the other node after a failover (skip with --no-drbd).
 
@@ -33,6 +37,8 @@ import herdlab  # noqa: E402
 DEMO = Path(os.environ.get("HERD_DEMO_DIR", REPO / ".lab" / "demo"))
 CLUSTERS = {"alpha": 3, "beta": 2}
 OS_DIR = Path("/usr/share/herd/os")
+ZEROING_IMAGE = Path("/var/cache/herd-lab/zeroing-image")
+PART_OFFSET = 2048 * 512  # herd-image's filesystem starts at sector 2048
 
 
 def step(text: str) -> None:
@@ -85,6 +91,7 @@ def down() -> None:
 
 
 def build_cluster(cluster: str, nodes: int, secret: str | None) -> None:
+    """A lab and a cluster on it, through the CLI as an operator would."""
     step(f"lab for cluster {cluster}: {nodes} nodes (network namespaces with their own sshd)")
     lab = herdlab.up(f"demo{cluster}", nodes)
     (DEMO / cluster).mkdir(parents=True, exist_ok=True)
@@ -108,6 +115,8 @@ def build_cluster(cluster: str, nodes: int, secret: str | None) -> None:
         "fake,kvm",
         "--enabled-disk-templates",
         "file,plain,drbd",
+        "--zeroing-image",
+        str(ZEROING_IMAGE),
         *extra,
     ]
     print("$ " + " ".join(c if c != secret else "<domain secret>" for c in cmd), flush=True)
@@ -125,12 +134,32 @@ def domain_secret(cluster: str) -> str:
     return dump["objects"]["cluster"][0]["domain_secret"]
 
 
-def disk_digest(cluster: str, name: str) -> str:
+def disk_image(cluster: str, name: str) -> Path:
     inst = json.loads(herd(cluster, "-o", "json", "instance", "info", name, capture=True))[0]
     lab = herdlab.load(f"demo{cluster}")
     node = next(n for n in lab.nodes if n.name == inst["primary_node_name"])
     (image,) = node.state_dir.glob(f"file-storage/*/disk0-{inst['disks'][0]['uuid']}.img")
-    return hashlib.sha256(image.read_bytes()).hexdigest()
+    return image
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_and_delete(image: Path, mib: int) -> None:
+    """What a guest deleting a big file leaves: free blocks still holding data (debugfs
+    edits the ext4 inside the image without mounting it)."""
+    junk = image.with_name(".demo-junk")
+    junk.write_bytes(os.urandom(mib * 2**20))
+    try:
+        for request in (f"write {junk} big-file.bin", "rm big-file.bin"):
+            subprocess.run(
+                ["debugfs", "-w", "-R", request, f"{image}?offset={PART_OFFSET}"],
+                check=True,
+                capture_output=True,
+            )
+    finally:
+        junk.unlink()
 
 
 def move_story() -> None:
@@ -139,7 +168,7 @@ def move_story() -> None:
     link = OS_DIR / "herd-image"
     if not link.exists():
         link.symlink_to(REPO / "os" / "herd-image")
-    step("instance web1 on alpha: placed by the allocator, OS installed, started")
+    step("web1 on alpha: opportunistic locking with retries, OS installed, started")
     herd(
         "alpha",
         "instance",
@@ -155,10 +184,15 @@ def move_story() -> None:
         "128",
         "--tags",
         "web,demo",
+        "--opportunistic-tries",
+        "5",
+        "--opportunistic-delay",
+        "2",
     )
     herd("alpha", "instance", "list")
-    before = disk_digest("alpha", "web1")
-    step("move web1 from alpha to beta: disks stream node to node over TLS")
+    step("inside web1's filesystem: 128 MiB written, then deleted")
+    write_and_delete(disk_image("alpha", "web1"), 128)
+    step("move web1 to beta: zero free space, then stream node to node over TLS")
     herd(
         "alpha",
         "instance",
@@ -166,16 +200,22 @@ def move_story() -> None:
         "web1",
         "--dest-cluster",
         str(DEMO / "beta" / "master.sock"),
+        "--zero-free-space",
         "--compression",
         "zstd-fast",
+        "--keep-source",
     )
-    step("verify on beta: running, same MACs, the same disk bytes")
+    step("verify on beta: running, same MACs, the same disk bytes as the source copy")
     herd("beta", "instance", "list")
-    after = disk_digest("beta", "web1")
-    print(f"disk sha256 before the move: {before}\ndisk sha256 after the move:  {after}")
-    if before != after:
+    source, arrived = sha256(disk_image("alpha", "web1")), sha256(disk_image("beta", "web1"))
+    print(
+        f"disk sha256 on alpha (source, zeroed): {source}\n"
+        f"disk sha256 on beta (moved):           {arrived}"
+    )
+    if source != arrived:
         raise SystemExit("demo failed: the moved disk differs")
-    herd("alpha", "instance", "list")
+    step("the source copy is no longer needed")
+    herd("alpha", "instance", "remove", "web1")
 
 
 def drbd_story() -> None:
@@ -276,6 +316,11 @@ def main() -> int:
         return 0
     started = time.monotonic()
     down()
+    step("the zeroing helper image (kernel + busybox initramfs, built once per machine)")
+    subprocess.run(
+        [sys.executable, str(REPO / "lab" / "build-zeroing-image.py"), "--dir", str(ZEROING_IMAGE)],
+        check=True,
+    )
     secret = None
     for cluster, nodes in CLUSTERS.items():
         build_cluster(cluster, nodes, secret)
