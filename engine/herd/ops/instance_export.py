@@ -8,6 +8,8 @@ digest, so ``instance.import`` can recreate it exactly and prove the data is the
 
 For a consistent copy the instance is stopped for the export and started again after
 (``shutdown``); an export is built in a work directory and published only once complete.
+A stopped instance can first have its free space zeroed (``zero_free_space``, see
+``herd.ops.zeroing``) so the stream files do not carry data the guest deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from herd.config.model import Instance, Node
 from herd.crypto.ca import ClusterCA
 from herd.errors import ValidationError
+from herd.ops import zeroing
 from herd.ops.base import OpContext, register
 from herd.ops.export import MANIFEST_VERSION, begin_work, run_file_end
 from herd.ops.instance_base import (
@@ -98,6 +101,7 @@ class InstanceExport(InstanceOp):
             "comparison when skip_unchanged is set); nothing is stopped or written",
         ),
         SHUTDOWN_TIMEOUT,
+        zeroing.ZERO_FREE_SPACE,
     )
 
     def target(self, ctx: OpContext, inst: Instance) -> Node:
@@ -112,11 +116,18 @@ class InstanceExport(InstanceOp):
         p = self.params
         inst = self.instance(ctx)
         check_compression(cluster(ctx), p["compression"])
+        zeroing.check(cluster(ctx), p["zero_free_space"])
         if p["remove_instance"] and not p["shutdown"]:
             raise ValidationError(
                 "remove_instance",
                 True,
                 "false unless shutdown is true: a running instance is not removed",
+            )
+        if p["zero_free_space"] and not p["shutdown"]:
+            raise ValidationError(
+                "zero_free_space",
+                True,
+                "false unless shutdown is true: the helper boots the stopped instance",
             )
         require_online(self.primary(ctx, inst), "read its disks")
         require_online(self.target(ctx, inst), "keep exports")
@@ -145,6 +156,8 @@ class InstanceExport(InstanceOp):
         was_running = False
         if p["shutdown"]:
             was_running = stop_for_copy(ctx, inst, primary, p["shutdown_timeout"])
+            if p["zero_free_space"]:
+                zeroing.zero_free_space(ctx, inst, primary)
         elif running:
             ctx.log(f"exporting {inst.name} while it runs: the copy may be inconsistent", "warning")
         digests, stream_bytes = self.write_export(ctx, inst, primary, target)

@@ -14,12 +14,20 @@ from typing import Any
 
 import pytest
 
-from herd.errors import HerdError, PrerequisiteError
+from herd.errors import HerdError, PrerequisiteError, ValidationError
 from herd.node.transfer.stream import MAGIC
 from tests.conftest import make_lab
 from tests.engine.harness import ThreadMaster, start_thread_master
 from tests.engine.ops.test_instance_lab import disk_files, guest_pids, install_os
 from tests.engine.ops.test_move_lab import custom_tool, sha, write_data  # noqa: F401
+from tests.engine.ops.test_zeroing import (
+    MIB,
+    fake_state,
+    fsck_clean,
+    marker,
+    placeholder_image,
+    write_and_delete,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -209,3 +217,29 @@ def test_failed_export_leaves_no_export_and_restarts_the_instance(env: Env) -> N
     assert sorted(p.name for p in (n1.state_dir / "export").iterdir()) == []
     assert instance(env, "bk4")["admin_state"] == "up" and len(guest_pids(n1, "bk4")) == 1
     run(env, "instance.remove", name="bk4")
+
+
+def test_zeroing_keeps_deleted_data_out_of_the_export(env: Env, tmp_path: Path) -> None:
+    n1 = env[1].nodes[0]
+    run(env, "cluster.modify", zeroing_image=placeholder_image(tmp_path / "image"))
+    run(env, "instance.add", name="bk4", disk_template="file", disks=["128M"],
+        os="herd-image+tiny", primary_node=n1.name)  # fmt: skip
+    write_and_delete(image(env, instance(env, "bk4")), 48)
+    with pytest.raises(ValidationError) as err:
+        run(env, "instance.export", name="bk4", shutdown=False, zero_free_space=True)
+    assert err.value.details["field"] == "zero_free_space"
+
+    plain = run(env, "instance.export", name="bk4")
+    zeroed = run(env, "instance.export", name="bk4", zero_free_space=True)
+
+    assert plain["stream_bytes"] >= 48 * MIB
+    assert zeroed["stream_bytes"] * 4 < plain["stream_bytes"]
+    stream = export_dir(n1, "bk4") / "disk0.stream"
+    assert stream.stat().st_size * 4 < plain["stream_bytes"]
+    disk = image(env, instance(env, "bk4"))
+    assert fsck_clean(disk) and "name=bk4" in marker(disk)
+    # It was running: it runs again as itself, not as the helper.
+    state = fake_state(env[1], n1.name, "bk4")
+    assert state is not None and state["status"] == "running" and state["boot"] is None
+    run(env, "instance.remove", name="bk4")
+    run(env, "export.remove", name="bk4")
