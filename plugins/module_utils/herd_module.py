@@ -23,6 +23,21 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdJobTimeout,
 )
 
+#: Job states in which a job can still change the cluster.
+UNFINISHED = ("queued", "waiting", "running")
+
+
+def pending_job(client: HerdClient, op_id: str, name: str) -> int | None:
+    """The id of an unfinished job with an ``op_id`` op on object ``name``, if any."""
+    for status in UNFINISHED:
+        for item in client.request("GET", "/v1/jobs", params={"status": status})["items"]:
+            if op_id not in item["summary"].split(","):
+                continue
+            ops = client.job(item["id"])["ops"]
+            if any(o["op"] == op_id and o["params"].get("name") == name for o in ops):
+                return int(item["id"])
+    return None
+
 
 def job_changed(job: dict[str, Any]) -> bool:
     """Whether a job that ended in error changed the cluster.
@@ -104,6 +119,24 @@ class HerdModule:
         self.job_ids.append(job_id)
         if not self.params["wait"]:
             return False
+        job = self.client.wait(job_id, self.params["timeout"], self.job_log.append)
+        self.result = last_result(job)
+        return True
+
+    def adopt(self, op_id: str, name: str) -> bool:
+        """Wait for an unfinished ``op_id`` job on ``name``; True if there was one.
+
+        An interrupted run leaves its job in the master (a create may sit in the queue for
+        minutes between opportunistic tries, a move streams for as long as its disks take);
+        submitting the same change again would only collide with it, so a rerun follows
+        the job instead and reports it as its own change. Not in check mode: nothing may
+        be waited for there.
+        """
+        job_id = None if self.module.check_mode else pending_job(self.client, op_id, name)
+        if job_id is None:
+            return False
+        self.job_ids.append(job_id)
+        self.changed = True
         job = self.client.wait(job_id, self.params["timeout"], self.job_log.append)
         self.result = last_result(job)
         return True

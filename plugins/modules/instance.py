@@ -277,10 +277,7 @@ import re
 from typing import Any
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
-    HerdApiError,
-    HerdClient,
-)
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
     declared_only,
     diff_fields,
@@ -316,8 +313,6 @@ MODIFY_FIELDS = ("memory", "vcpus", "hvparams", "osparams", "tags")
 #: What a NIC is made of, as the master reports and instance.modify takes it.
 NIC_KEYS = ("mac", "ip", "mode", "link", "name")
 MIB = 1024 * 1024
-#: Job states in which a submitted create may still happen.
-UNFINISHED = ("queued", "waiting", "running")
 
 
 def invalid(field: str, value: Any, message: str) -> HerdApiError:
@@ -546,31 +541,10 @@ def plan(
     return ops, diff_result(changes) if changes else {}
 
 
-def pending_add(client: HerdClient, name: str) -> int | None:
-    """The id of an unfinished job that creates instance ``name``, if any.
-
-    An interrupted run leaves its job in the master (a create may sit in the queue for
-    minutes between opportunistic tries); submitting a second create would only collide
-    with it, so the rerun adopts the job instead.
-    """
-    for status in UNFINISHED:
-        for item in client.request("GET", "/v1/jobs", params={"status": status})["items"]:
-            if "instance.add" not in item["summary"].split(","):
-                continue
-            ops = client.job(item["id"])["ops"]
-            if any(o["op"] == "instance.add" and o["params"].get("name") == name for o in ops):
-                return int(item["id"])
-    return None
-
-
 def adopt(herd: HerdModule, name: str) -> dict[str, Any] | None:
-    """Wait for a pending create of ``name`` (not in check mode) and return the instance."""
-    job_id = None if herd.module.check_mode else pending_add(herd.client, name)
-    if job_id is None:
+    """Wait for a create of ``name`` an interrupted run left unfinished; the instance then."""
+    if not herd.adopt("instance.add", name):
         return None
-    herd.job_ids.append(job_id)
-    herd.changed = True
-    herd.client.wait(job_id, herd.params["timeout"], herd.job_log.append)
     return herd.client.query_one("instances", name)
 
 

@@ -60,6 +60,16 @@ options:
     description: Seconds to wait for a clean shutdown before forcing the instance off.
     type: int
     default: 120
+  zero_free_space:
+    description:
+      - After stopping the instance, boot it once into the cluster's zeroing helper image,
+        which zero-fills its filesystems' free space, so the stream files do not carry
+        data the guest deleted.
+      - Needs O(shutdown) and the cluster setting C(zeroing_image); the task fails naming
+        this option otherwise.
+      - When an existing export's digests match the disks, nothing is zeroed or written.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -68,6 +78,12 @@ EXAMPLES = r"""
     name: db1
     target_node: backup1.example.com
     compression: zstd
+
+- name: Smallest possible backup of web1 (deleted data zeroed first)
+  herd.cluster.instance_export:
+    name: web1
+    compression: zstd
+    zero_free_space: true
 """
 
 RETURN = r"""
@@ -132,6 +148,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
         "shutdown": p["shutdown"],
         "remove_instance": p["remove_instance"],
         "shutdown_timeout": p["shutdown_timeout"],
+        "zero_free_space": p["zero_free_space"],
     }
     compare = not p["force"] and target in exports_on(herd, p["name"], target)
     if compare:
@@ -160,6 +177,7 @@ def main() -> None:
             "remove_instance": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
             "shutdown_timeout": {"type": "int", "default": 120},
+            "zero_free_space": {"type": "bool", "default": False},
         },
     ).run(run)
 

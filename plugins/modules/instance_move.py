@@ -19,6 +19,8 @@ description:
     clusters when the instance exists at the destination and not on the source (or, with
     O(keep_source), on both).
   - The instance is stopped for the copy and started at the destination if it was running.
+  - A move left unfinished in the master's queue by an interrupted run is waited for, not
+    submitted a second time; the task then reports it as its change.
 author:
   - Herd developers (@herd)
 extends_documentation_fragment:
@@ -75,6 +77,15 @@ options:
     description: Seconds to wait for a clean shutdown before forcing the instance off.
     type: int
     default: 120
+  zero_free_space:
+    description:
+      - Before copying, boot the stopped instance once into the source cluster's zeroing
+        helper image, which zero-fills its filesystems' free space, so data the guest
+        deleted is not sent (zeroed blocks are skipped on the wire).
+      - Needs the cluster setting C(zeroing_image); the task fails naming this option
+        otherwise.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -89,6 +100,13 @@ EXAMPLES = r"""
     dest_cluster: /run/herd-west/master.sock
     dest_nodes: [west1.example.com]
     compression: zstd
+
+- name: Move db1 to another cluster without the data it deleted, keeping the source for now
+  herd.cluster.instance_move:
+    name: db1
+    dest_cluster: /run/herd-west/master.sock
+    zero_free_space: true
+    keep_source: true
 """
 
 RETURN = r"""
@@ -105,7 +123,9 @@ job_log:
   elements: dict
   sample: [{serial: 1, type: message, message: "instance web1 now lives on node3"}]
 moved:
-  description: Whether this task moved the instance (false when it already was there).
+  description:
+    - Whether this task moved the instance (false when it already was there), or waited
+      for a move an interrupted run had left unfinished.
   returned: success
   type: bool
   sample: true
@@ -140,6 +160,7 @@ MOVE_OPTIONS = (
     "bandwidth_limit",
     "keep_source",
     "shutdown_timeout",
+    "zero_free_space",
 )
 
 
@@ -161,8 +182,16 @@ def move(herd: HerdModule, src: dict[str, Any], where: dict[str, Any]) -> dict[s
     }
 
 
+def already_there(herd: HerdModule, adopted: bool, where: dict[str, Any]) -> dict[str, Any]:
+    """Nothing to submit: moved by an adopted job of an interrupted run, or long before."""
+    if adopted:
+        return {"moved": True, "where": where, "result": herd.result}
+    return {"moved": False, "where": where}
+
+
 def run(herd: HerdModule) -> dict[str, Any]:
     p = herd.params
+    adopted = herd.adopt("instance.move", p["name"])
     src = herd.client.query_one("instances", p["name"])
     if p["dest_cluster"] is None:
         if src is None:
@@ -170,14 +199,14 @@ def run(herd: HerdModule) -> dict[str, Any]:
         template = p["dest_disk_template"] or src["disk_template"]
         where = {"cluster": "local", "node": p["target_node"]}
         if src["primary_node_name"] == p["target_node"] and src["disk_template"] == template:
-            return {"moved": False, "where": where}
+            return already_there(herd, adopted, where)
         return move(herd, src, where)
     dest_name = p["dest_name"] or p["name"]
     dest = HerdClient(socket_path=p["dest_cluster"]).query_one("instances", dest_name)
     if dest is not None:
         where = {"cluster": p["dest_cluster"], "node": dest["primary_node_name"]}
         if src is None or p["keep_source"]:
-            return {"moved": False, "where": where}
+            return already_there(herd, adopted, where)
         raise HerdApiError(
             "ConflictError",
             f"instance {p['name']} exists on this cluster and as {dest_name} on the "
@@ -207,6 +236,7 @@ def main() -> None:
             "bandwidth_limit": {"type": "int"},
             "keep_source": {"type": "bool", "default": False},
             "shutdown_timeout": {"type": "int", "default": 120},
+            "zero_free_space": {"type": "bool", "default": False},
         },
         mutually_exclusive=[["target_node", "dest_cluster"]],
         required_one_of=[["target_node", "dest_cluster"]],
