@@ -14,7 +14,7 @@ import vmnodes
 from herd.rpc.client import NodeClient
 from herd.rpc.ssh import NodeAddress, SSHPool
 
-VG = "herdvg"
+VG = "herd"  # the engine's default volume group, as tests/vm expect it
 RESOURCE = "r0"
 DRBD_PORT = 7789
 PATTERN_MIB = 32
