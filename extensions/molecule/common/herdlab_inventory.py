@@ -62,6 +62,11 @@ def lab_inventory(lab: herdlab.Lab) -> dict[str, Any]:
                 "ansible_user": "root",
                 "ansible_ssh_private_key_file": lab.key_path,
                 "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null",
+                # Labs reuse addresses. An SSH control master of an earlier lab (it lingers
+                # for ControlPersist after its namespace is gone) found under the same
+                # ip-port-user name would take the new connection and hang it; control
+                # sockets in the lab's own directory die with it.
+                "ansible_control_path_dir": str(Path(lab.dir) / "ssh"),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "herd_node_packages": LAB_PACKAGES,
             },
