@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ def play(
             "ANSIBLE_COLLECTIONS_PATH": str(collections),
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_HOST_KEY_CHECKING": "False",
+            # Labs reuse addresses: a control master left by an earlier lab at the same
+            # ip:port would hang this run, so each run gets its own (short) socket dir.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": tempfile.mkdtemp(prefix="hcp"),
         },
         quiet=True,
     )
