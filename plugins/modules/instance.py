@@ -17,11 +17,11 @@ description:
   - Only the options a task sets are compared with the instance; options left unset keep
     whatever value the instance has, and a dict option (O(hvparams), O(osparams)) pins only
     the keys it names, so the module is idempotent and reports changes truthfully.
-  - Options that only mean something at creation (O(disk_template), O(os), O(hypervisor),
-    disk modes and names) are compared too; a difference on an existing instance fails the
-    task instead of being ignored.
+  - Options that only mean something at creation (O(os), O(hypervisor), disk modes and
+    names) are compared too; a difference on an existing instance fails the task instead of
+    being ignored. So does a different O(disk_template), unless O(allow_conversion) is true.
   - All steps of one task go into one job, in this order, so each step finds the instance
-    where it needs it - stop, move, change, grow disks, start or reboot.
+    where it needs it - stop, convert disks, move, change, grow disks, start or reboot.
 author:
   - Herd developers (@herd)
 extends_documentation_fragment:
@@ -55,9 +55,18 @@ options:
     description:
       - How the disks are stored (V(diskless), V(file), V(sharedfile), V(plain), V(drbd));
         the master checks it against the templates the cluster enables.
-      - Required to create an instance. Creation only - the task fails if an existing
-        instance has another one.
+      - Required to create an instance. When an existing instance has another one, the task
+        fails unless O(allow_conversion) is true.
     type: str
+  allow_conversion:
+    description:
+      - Whether a differing O(disk_template) converts the disks of an existing instance.
+        Only V(plain) to V(drbd) (with O(secondary_node) for the mirror, filled by a full
+        resync) and V(drbd) to V(plain) (the primary's copy is kept, the mirror removed);
+        the data stays. The instance must be stopped, so declare O(state=stopped) or stop
+        it first.
+    type: bool
+    default: false
   disks:
     description:
       - The instance's disks, in order. Each is a size (an integer in MiB, or text such as
@@ -128,9 +137,11 @@ options:
     type: str
   secondary_node:
     description:
-      - DRBD secondary node, together with O(primary_node) at creation.
-      - On an existing instance it is only compared (after a planned move); replacing the
-        secondary is not done by this module, so a difference fails the task.
+      - DRBD secondary node, together with O(primary_node) at creation, or the node that
+        gets the mirror when an existing instance converts to V(drbd).
+      - On an existing instance it is otherwise only compared (after a planned move);
+        replacing the secondary is done by M(herd.cluster.instance_replace_disks), so a
+        difference fails the task.
     type: str
   iallocator:
     description:
@@ -228,6 +239,14 @@ EXAMPLES = r"""
     allow_migrate: false
     allow_failover: true
 
+- name: Mirror a stopped plain instance to node3 (plain to drbd, data kept)
+  herd.cluster.instance:
+    name: app1
+    state: stopped
+    disk_template: drbd
+    secondary_node: node3.example.com
+    allow_conversion: true
+
 - name: Remove an instance without waiting for the job
   herd.cluster.instance:
     name: old1
@@ -306,7 +325,8 @@ ADD_FIELDS = (
     "opportunistic_delay",
     "tags",
 )
-#: Options only instance.add can set: on an existing instance they are checked, not changed.
+#: Options only instance.add can set: on an existing instance they are checked, not changed
+#: (disk_template converts when the task allows it, see ``conversion``).
 FIXED_FIELDS = ("disk_template", "os", "hypervisor")
 #: Options instance.modify changes in place.
 MODIFY_FIELDS = ("memory", "vcpus", "hvparams", "osparams", "tags")
@@ -417,6 +437,27 @@ def disk_grows(current: list[dict[str, Any]], declared: list[Any]) -> dict[int, 
     return grows
 
 
+def conversion(
+    have: dict[str, Any], params: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, Any]], dict[str, Any]]:
+    """The disk template conversion the task asks for: ops, changes, the instance after it.
+
+    Without ``allow_conversion`` nothing is planned, so the fixed-field check refuses the
+    differing template as before. The master decides which conversions exist.
+    """
+    name, want = params["name"], params.get("disk_template")
+    if want is None or want == have["disk_template"] or not params["allow_conversion"]:
+        return [], {}, have
+    op: dict[str, Any] = {"op": "instance.modify", "name": name, "disk_template": want}
+    secondary = params.get("secondary_node") if want == "drbd" else None
+    if secondary is not None:
+        op["secondary_node"] = secondary
+    changes: dict[str, tuple[Any, Any]] = {"disk_template": (have["disk_template"], want)}
+    if secondary != have["secondary_node"]:
+        changes["secondary_node"] = (have["secondary_node"], secondary)
+    return [op], changes, {**have, "disk_template": want, "secondary_node": secondary}
+
+
 def move_ops(
     have: dict[str, Any], params: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, Any]]]:
@@ -505,17 +546,19 @@ def plan(
         op = {"op": "instance.add", "name": name, **add, "start": start}
         after = {"name": name, **add, "state": "running" if start else "stopped"}
         return [op], {"before": {}, "after": after}
-    have = view(current)
+    converts, convert_changes, have = conversion(view(current), params)
     fixed = diff_fields(have, declared_only(params, FIXED_FIELDS))
     if fixed:
         field, (before, after) = next(iter(fixed.items()))
+        hint = " (or set allow_conversion to convert it)" if field == "disk_template" else ""
         raise invalid(
             field,
             after,
             f"instance {name} has {before!r}; it is only set when the instance is created "
-            f"and cannot change to {after!r}",
+            f"and cannot change to {after!r}{hint}",
         )
     first, last, changes = state_ops(have, params)
+    changes.update(convert_changes)
     moves, move_changes = move_ops(have, params)
     changes.update(move_changes)
     modify_changes = diff_fields(have, declared_only(params, MODIFY_FIELDS))
@@ -526,7 +569,7 @@ def plan(
             modify_changes["nics"] = nics
             modify["nics"] = nics[1]
     changes.update(modify_changes)
-    ops = first + moves
+    ops = first + converts + moves
     if modify:
         ops.append({"op": "instance.modify", "name": name, **modify})
     if params.get("disks") is not None:
@@ -589,6 +632,7 @@ def main() -> None:
             "opportunistic": {"type": "bool"},
             "opportunistic_tries": {"type": "int"},
             "opportunistic_delay": {"type": "float"},
+            "allow_conversion": {"type": "bool", "default": False},
             "allow_migrate": {"type": "bool", "default": True},
             "allow_failover": {"type": "bool", "default": False},
             "ignore_consistency": {"type": "bool", "default": False},

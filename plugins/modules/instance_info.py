@@ -13,6 +13,8 @@ description:
   - Returns what the herd master knows about all instances, or about the named ones -
     their configuration, administrative state, disks, NICs, and the names of their primary
     and secondary nodes.
+  - With O(live=true) it also asks the nodes what is true right now - whether each instance
+    is running, and the replication state of its DRBD disks on each node.
   - Changes nothing.
 author:
   - Herd developers (@herd)
@@ -33,6 +35,14 @@ options:
         the task, so a play can decide to create them.
     type: list
     elements: str
+  live:
+    description:
+      - Ask the nodes for the instances' live state, adding C(oper_state), C(drbd) and
+        C(live_errors) to each instance (see RV(instances)).
+      - The master asks each node with a short timeout; a node that does not answer makes
+        the state V(unknown) and is named in C(live_errors), it does not fail the task.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -50,6 +60,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "web1 runs on {{ web.instances[0].primary_node_name }}"
   when: web.instances | length == 1
+
+- name: Fail when a DRBD disk of db1 is not fully mirrored
+  herd.cluster.instance_info:
+    names: [db1]
+    live: true
+  register: db
+  failed_when: >-
+    db.instances[0].drbd.values() | flatten | selectattr('degraded') | list | length > 0
 """
 
 RETURN = r"""
@@ -70,6 +88,38 @@ instances:
       disks: [{size_mib: 10240, mode: rw, template: drbd}]
       nics: [{mac: "aa:00:00:12:34:56", mode: bridged, link: br0}]
       tags: [web]
+      oper_state: running
+      drbd:
+        node2.example.com:
+          - role: Primary
+            peer_role: Secondary
+            cstate: Connected
+            disk: UpToDate
+            peer_disk: UpToDate
+            sync_percent: null
+            degraded: false
+            split_brain: false
+      live_errors: []
+  contains:
+    oper_state:
+      description:
+        - With O(live=true) only. V(running) or V(stopped) as the primary node's hypervisor
+          reports it, V(unknown) when the node did not answer or is offline.
+      returned: when O(live=true)
+      type: str
+    drbd:
+      description:
+        - With O(live=true), for DRBD instances only. Per node name, one entry per disk
+          with the DRBD C(role), C(peer_role), connection state C(cstate), C(disk) and
+          C(peer_disk) states, C(sync_percent) during a resync, C(degraded) (not two
+          UpToDate copies) and C(split_brain).
+      returned: when O(live=true) and the instance uses DRBD
+      type: dict
+    live_errors:
+      description: With O(live=true) only. Nodes that could not be asked, and why.
+      returned: when O(live=true)
+      type: list
+      elements: str
 missing:
   description: Names given in O(names) for which no instance exists.
   returned: always
@@ -101,13 +151,20 @@ def select(
 
 def run(herd: HerdModule) -> dict[str, Any]:
     instances, missing = select(herd.client.query("instances"), herd.params["names"])
+    if herd.params["live"] and instances:
+        # Only the instances asked for cost node calls; their names are known to exist.
+        params = {"names": ",".join(i["name"] for i in instances), "live": "1"}
+        instances = herd.client.request("GET", "/v1/query/instances", params=params)["items"]
     return {"instances": instances, "missing": missing}
 
 
 def main() -> None:
     HerdModule(
         "instance_info",
-        {"names": {"type": "list", "elements": "str"}},
+        {
+            "names": {"type": "list", "elements": "str"},
+            "live": {"type": "bool", "default": False},
+        },
         submits_jobs=False,
     ).run(run)
 

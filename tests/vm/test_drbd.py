@@ -9,109 +9,35 @@ resynced, and a removal whose port and minors the next disk gets again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import vmnodes
 
-from tests.engine.harness import ThreadMaster, start_thread_master
+from tests.engine.harness import ThreadMaster
+from tests.vm.helpers import (
+    checksum,
+    data_lv,
+    disk_params,
+    drbd_cluster,
+    poll,
+    proc_line,
+    replication_cut,
+    run,
+    run_logged,
+    write_pattern,
+)
 
 pytestmark = pytest.mark.vm
-
-PATTERN_MIB = 16
-
-
-def run(running: ThreadMaster, op: str, **params: Any) -> Any:
-    return running.api.run([{"op": op, **params}], timeout=600)
-
-
-def run_logged(running: ThreadMaster, op: str, **params: Any) -> tuple[Any, list[dict[str, Any]]]:
-    job = running.api.submit([{"op": op, **params}])
-    running.api.wait(job, timeout=600)
-    doc = running.api.job(job)
-    assert doc["status"] == "success", doc.get("error")
-    return doc["ops"][0]["result"], doc["log"]
 
 
 @pytest.fixture(scope="module")
 def cluster(
     vm_nodes: vmnodes.VMLab, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ThreadMaster, vmnodes.VMLab]]:
-    for node in vm_nodes.nodes:
-        # What the node role does on real hosts: the agent's state dir and the volume group.
-        node.ssh(
-            "mkdir -p /var/lib/herd-node && { vgs herd >/dev/null 2>&1 || "
-            "{ pvcreate -q /dev/vdb; vgcreate -q herd /dev/vdb; }; }"
-        )
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", vm_nodes.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, n2 = vm_nodes.nodes
-    try:
-        run(
-            running,
-            "cluster.init",
-            name="vmdrbd",
-            master_node=n1.name,
-            primary_ip=n1.ip,
-            host_key=n1.host_key,
-            enabled_hypervisors=["fake"],
-            enabled_disk_templates=["drbd"],
-            beparams={"memory": 32},
-        )
-        run(running, "node.add", name=n2.name, primary_ip=n2.ip, host_key=n2.host_key)
+    with drbd_cluster(vm_nodes, tmp_path_factory, "vmdrbd", ["drbd"]) as running:
         yield running, vm_nodes
-    finally:
-        for inst in running.api.query("instances"):
-            run(
-                running,
-                "instance.remove",
-                name=inst["name"],
-                shutdown_timeout=0,
-                ignore_failures=True,
-            )
-        running.stop()
-        mp.undo()
-
-
-def disk_params(running: ThreadMaster, name: str) -> dict[str, Any]:
-    return running.api.query("instances", [name])[0]["disks"][0]["params"]
-
-
-def proc_line(node: vmnodes.VMNode, minor: int) -> str:
-    for line in node.ssh("cat /proc/drbd").stdout.splitlines():
-        if line.strip().startswith(f"{minor}:"):
-            return line
-    return ""
-
-
-def poll(what: str, check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def checksum(node: vmnodes.VMNode, device: str, mib: int = PATTERN_MIB) -> str:
-    out = node.ssh(f"dd if={device} bs=1M count={mib} iflag=direct 2>/dev/null | sha256sum")
-    return out.stdout.split()[0]
-
-
-def write_pattern(node: vmnodes.VMNode, device: str) -> str:
-    """Random data written past the page cache; its checksum is what the peer must read."""
-    node.ssh(f"head -c {PATTERN_MIB << 20} /dev/urandom >/tmp/pattern")
-    node.ssh(f"dd if=/tmp/pattern of={device} bs=1M oflag=direct conv=fsync 2>/dev/null")
-    return node.ssh("sha256sum /tmp/pattern").stdout.split()[0]
-
-
-def data_lv(params: dict[str, Any]) -> str:
-    return f"/dev/{params['vg']}/{params['data_lv']}"
 
 
 def test_create_write_failover_read(cluster: Any) -> None:
@@ -156,21 +82,15 @@ def test_live_migration_goes_through_dual_primary(cluster: Any) -> None:
 
 
 def test_replication_cut_is_reported_and_healed(cluster: Any) -> None:
-    """Blackhole routes cut DRBD between the guests while the master still reaches both."""
     running, lab = cluster
     n1, n2 = lab.nodes
-    for node, peer in ((n1, n2), (n2, n1)):
-        node.ssh(f"ip route add blackhole {peer.ip}/32")
-    try:
+    with replication_cut(n1, n2):
         poll("WFConnection", lambda: "cs:WFConnection" in proc_line(n1, 0))
         digest = write_pattern(n1, "/dev/drbd0")
         report = run(running, "cluster.verify")
         messages = [p["message"] for p in report["problems"] if p["node"] == n1.name]
         assert any("degraded (WFConnection" in m for m in messages), report["problems"]
         assert report["drbd"]["d1"][n1.name][0]["cstate"] == "WFConnection"
-    finally:
-        for node, peer in ((n1, n2), (n2, n1)):
-            node.ssh(f"ip route del blackhole {peer.ip}/32", check=False)
     poll(
         "resync after reconnect",
         lambda: "cs:Connected" in (line := proc_line(n1, 0)) and "UpToDate/UpToDate" in line,

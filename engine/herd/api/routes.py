@@ -8,21 +8,70 @@ secret-bearing state dump, or manage API credentials.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from herd import __version__
 from herd.api.server import Caller, Router
 from herd.auth import AuthStore
+from herd.config.model import Instance, Node
 from herd.config.store import Store
-from herd.errors import ForbiddenError, NotFoundError, ValidationError
+from herd.errors import ForbiddenError, HerdError, NotFoundError, ValidationError
 from herd.jobs.job import STATUSES
 from herd.jobs.queue import JobQueue
 from herd.locking import LockManager
 from herd.ops.base import registry
+from herd.ops.instance_common import disk_arg
 
 QUERY_KINDS = {"nodegroups": "nodegroup", "nodes": "node", "instances": "instance"}
 MAX_WAIT = 60.0
 LOCAL_ONLY = "not settable over a remote API"
+#: Seconds a live query waits for one node answer: a dead node must not hang a read.
+LIVE_TIMEOUT = 5.0
+LIVE_WORKERS = 8
+DRBD_FIELDS = (
+    "role", "peer_role", "cstate", "disk", "peer_disk", "sync_percent", "degraded", "split_brain",
+)  # fmt: skip
+
+
+def live_state(services: Any, inst: Instance, nodes: dict[str, Node]) -> dict[str, Any]:
+    """What the nodes say right now about ``inst``: its run state and its DRBD disks.
+
+    Read-only node actions called directly, not through a job: a query must not wait
+    behind the instance's locks, and a state that is a few milliseconds old is all a
+    reader can have anyway. A node that does not answer makes its part ``unknown`` and
+    is named in ``live_errors`` rather than failing the whole query.
+    """
+    errors: list[str] = []
+    primary = nodes[inst.primary_node]
+    oper_state = "unknown"
+    if primary.offline:
+        errors.append(f"{primary.name}: node is offline")
+    else:
+        try:
+            args = {"name": inst.name, "hypervisor": inst.hypervisor}
+            found = services.call(primary, "instance_info", args, LIVE_TIMEOUT).get("instance")
+            oper_state = "running" if found and found.get("state") == "running" else "stopped"
+        except HerdError as exc:
+            errors.append(f"{primary.name}: {exc}")
+    out: dict[str, Any] = {"oper_state": oper_state}
+    if inst.disk_template == "drbd":
+        drbd: dict[str, list[dict[str, Any]]] = {}
+        for node in (nodes[u] for u in [inst.primary_node, *inst.secondary_nodes]):
+            if node.offline:
+                continue
+            try:
+                answers = [
+                    services.call(node, "drbd_status", {"disk": disk_arg(inst, i, d)}, LIVE_TIMEOUT)
+                    for i, d in enumerate(inst.disks)
+                ]
+            except HerdError as exc:
+                errors.append(f"{node.name}: {exc}")
+                continue
+            drbd[node.name] = [{k: a.get(k) for k in DRBD_FIELDS} for a in answers]
+        out["drbd"] = drbd
+    out["live_errors"] = errors
+    return out
 
 
 def _int(query: dict[str, str], key: str, default: int | None, minimum: int = 0) -> int | None:
@@ -85,8 +134,13 @@ def _local_only(caller: Caller, what: str) -> None:
         raise ForbiddenError(f"{what} only as root on the master, over the local socket")
 
 
-def build_router(store: Store, queue: JobQueue, locks: LockManager, auth: AuthStore) -> Router:
-    """Wire every v1 endpoint; handlers are closures so the router stays a plain table."""
+def build_router(
+    store: Store, queue: JobQueue, locks: LockManager, auth: AuthStore, services: Any = None
+) -> Router:
+    """Wire every v1 endpoint; handlers are closures so the router stays a plain table.
+
+    ``services`` (the master's node RPC) is only needed for live instance queries.
+    """
     r = Router()
 
     def cluster_dict() -> dict[str, Any] | None:
@@ -159,7 +213,23 @@ def build_router(store: Store, queue: JobQueue, locks: LockManager, auth: AuthSt
         missing = sorted(set(wanted) - {i["name"] for i in items})
         if missing:
             raise NotFoundError(f"no such {QUERY_KINDS[kind]}: {', '.join(missing)}", names=missing)
+        if query.get("live", "0") not in ("0", "1"):
+            raise ValidationError("live", query["live"], "0 or 1")
+        if query.get("live") == "1":
+            if kind != "instances":
+                raise ValidationError("live", query["live"], "0 for anything but instances")
+            add_live(items)
         return {"items": items}
+
+    def add_live(items: list[dict[str, Any]]) -> None:
+        if services is None:
+            raise HerdError("this API server has no node access for live queries")
+        nodes = {n.uuid: n for n in store.list("node")}
+        instances = [store.get("instance", i["uuid"]) for i in items]
+        with ThreadPoolExecutor(max_workers=LIVE_WORKERS) as pool:
+            states = pool.map(lambda inst: live_state(services, inst, nodes), instances)
+            for doc, state in zip(items, states, strict=True):
+                doc.update(state)
 
     def dump(query: dict[str, str], body: Any, caller: Caller) -> dict[str, Any]:
         _local_only(caller, "the whole-state dump carries the cluster's secrets: readable")
@@ -230,7 +300,7 @@ def build_router(store: Store, queue: JobQueue, locks: LockManager, auth: AuthSt
     r.add("GET", r"/v1/jobs/(\d+)/wait", wait_job, query=("log_since", "timeout", "status"))
     r.add("POST", r"/v1/jobs/(\d+)/cancel", cancel_job)
     r.add("GET", "/v1/query/cluster", query_cluster)
-    r.add("GET", r"/v1/query/(nodegroups|nodes|instances)", query_kind, query=("names",))
+    r.add("GET", r"/v1/query/(nodegroups|nodes|instances)", query_kind, query=("names", "live"))
     r.add("GET", "/v1/config", dump, caller=True)
     r.add("GET", "/v1/queue", queue_info)
     r.add("PUT", "/v1/queue", queue_set, body=True)

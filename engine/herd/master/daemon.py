@@ -87,7 +87,7 @@ class Master:
             max_running=max_running,
         )
         self.auth = AuthStore(self.state_dir / AuthStore.FILE)
-        self.router = build_router(self.store, self.queue, self.locks, self.auth)
+        self.router = build_router(self.store, self.queue, self.locks, self.auth, self.services)
         self.server = UnixAPIServer(socket_path, self.router)
         self.https: HTTPSAPIServer | None = None
         self._https_lock = threading.Lock()

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from herd.config.model import Cluster, Instance, Node, NodeGroup
+from herd.config.model import Cluster, Disk, Instance, Node, NodeGroup
 from herd.config.params import fill_params
 from herd.config.store import Transaction
 from herd.errors import ConflictError, HerdError, PrerequisiteError
@@ -33,6 +33,8 @@ from herd.ops.instance_common import disk_arg
 
 TEMPLATE = "drbd"
 DEFAULT_VG = "herd"
+#: Local disk states a copy may be read from (the source of a resync or a conversion).
+GOOD_COPY = frozenset({"UpToDate", "Consistent"})
 #: How long the nodes of a disk get to find each other before a promotion is refused.
 CONNECT_TIMEOUT = 60.0
 SYNC_POLL_SECONDS = 1.0
@@ -146,20 +148,35 @@ def replication_ip(node: Node) -> str:
     return node.secondary_ip or node.primary_ip
 
 
+def plain_location(index: int, disk: Disk) -> tuple[str, str]:
+    """Volume group and LV of a ``plain`` disk, as the node's plain backend finds them."""
+    params = disk.params
+    vg = params.get("vg", params.get("vg_name", DEFAULT_VG))
+    return str(vg), str(params.get("lv", f"{disk.uuid}.disk{index}"))
+
+
 def assign_params(
     ctx: OpContext,
     inst: Instance,
     primary: Node,
     secondary: Node,
     table: Reservations = RESERVATIONS,
+    adopt_plain: bool = False,
 ) -> None:
-    """Give every disk of a new instance its port, minors, secret and LV names."""
+    """Give every disk of a new instance its port, minors, secret and LV names.
+
+    With ``adopt_plain`` the disks are still ``plain`` ones: their LV becomes the DRBD
+    data LV, in its own volume group, so converting keeps the data where it is.
+    """
     clusters = ctx.store.list("cluster")
     c = clusters[0]
     g = ctx.store.get("nodegroup", primary.group)
     tuning = fill_params(c.diskparams.get(TEMPLATE), g.diskparams.get(TEMPLATE), None)
     vg = volume_group(c, g)
     for index, disk in enumerate(inst.disks):
+        disk_vg, data_lv = (
+            plain_location(index, disk) if adopt_plain else (vg, f"{disk.uuid}.disk{index}_data")
+        )
         port, minors = table.allocate(
             ctx.owner,
             ctx.store.list("instance"),
@@ -175,8 +192,8 @@ def assign_params(
                 primary.name: replication_ip(primary),
                 secondary.name: replication_ip(secondary),
             },
-            "vg": vg,
-            "data_lv": f"{disk.uuid}.disk{index}_data",
+            "vg": disk_vg,
+            "data_lv": data_lv,
             "meta_lv": f"{disk.uuid}.disk{index}_meta",
             **{
                 k: tuning[k]
@@ -303,15 +320,30 @@ def demote(ctx: OpContext, inst: Instance, node: Node) -> None:
     each_disk(ctx, inst, node, "drbd_secondary")
 
 
-def create(ctx: OpContext, inst: Instance, primary: Node, secondary: Node, skip_sync: bool) -> None:
+def create(
+    ctx: OpContext,
+    inst: Instance,
+    primary: Node,
+    secondary: Node,
+    skip_sync: bool,
+    adopt: bool = False,
+) -> None:
     """LVs and resources on both nodes, connected, then either declared or made in sync.
 
     ``skip_sync`` is for brand-new disks that are about to be overwritten by an OS
-    install: copying their old LV contents to the peer would only cost time.
+    install: copying their old LV contents to the peer would only cost time. ``adopt``
+    means the primary's data LVs exist and hold the data (a conversion from plain): they
+    are the sync source, and an undo takes DRBD off them instead of removing them.
     """
     for node in (primary, secondary):
         for index, disk in enumerate(inst.disks):
             arg = disk_arg(inst, index, disk)
+            if adopt and node is primary:
+                ctx.undo(
+                    f"take DRBD off disk {index} of {inst.name} on {node.name}, keeping its data",
+                    lambda a=arg: ctx.services.call(primary, "drbd_release", {"disk": a}),
+                )
+                continue
             ctx.undo(
                 f"remove disk {index} of {inst.name} on {node.name}",
                 lambda n=node, a=arg: ctx.services.call(n, "disk_remove", {"disk": a}),
@@ -335,18 +367,22 @@ def create(ctx: OpContext, inst: Instance, primary: Node, secondary: Node, skip_
     demote(ctx, inst, primary)
 
 
-def assemble(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> list[str]:
-    """Bring the disks up on both nodes and make ``node`` Primary; the /dev/drbdN paths.
+def assemble(
+    ctx: OpContext, inst: Instance, node: Node, force: bool = False
+) -> dict[str, list[str]]:
+    """Bring the disks up on both nodes and make ``node`` Primary; the /dev/drbdN paths
+    per node name (only ``node``'s when the peer is left out).
 
     The peer is skipped when it is marked offline; with ``force`` also when it cannot be
     reached or does not connect, and the promotion is then forced.
     """
-    paths = [a["path"] for a in each_disk(ctx, inst, node, "disk_assemble")]
+    paths = {node.name: [a["path"] for a in each_disk(ctx, inst, node, "disk_assemble")]}
     peer = peer_of(ctx, inst, node)
     isolated = peer.offline
     if not isolated:
         try:
-            each_disk(ctx, inst, peer, "disk_assemble")
+            answers = each_disk(ctx, inst, peer, "disk_assemble")
+            paths[peer.name] = [a["path"] for a in answers]
         except HerdError as exc:
             if not force:
                 raise
@@ -363,12 +399,27 @@ def assemble(ctx: OpContext, inst: Instance, node: Node, force: bool = False) ->
     return paths
 
 
-def shutdown(ctx: OpContext, inst: Instance, node: Node) -> None:
-    """Demote on ``node`` and take the resources down on every reachable node."""
-    demote(ctx, inst, node)
+def shutdown(ctx: OpContext, inst: Instance, node: Node) -> bool:
+    """Demote on ``node`` and take the resources down on every reachable node; True if
+    anything was still up."""
+    answers = each_disk(ctx, inst, node, "drbd_secondary")
     for holder in (node, peer_of(ctx, inst, node)):
         if not holder.offline:
-            each_disk(ctx, inst, holder, "disk_shutdown")
+            answers += each_disk(ctx, inst, holder, "disk_shutdown")
+    return any(a["changed"] for a in answers)
+
+
+def require_good_copy(ctx: OpContext, inst: Instance, source: Node) -> None:
+    """The copy that survives must hold the data: never rebuild from a stale one."""
+    each_disk(ctx, inst, source, "disk_assemble")
+    for index, state in enumerate(statuses(ctx, inst, source)):
+        if state["disk"] not in GOOD_COPY:
+            raise PrerequisiteError(
+                f"disk {index} of {inst.name} on {source.name} is {state['disk']}: it "
+                "cannot be the source of a resync",
+                node=source.name,
+                disk=state["disk"],
+            )
 
 
 def set_dual_primary(ctx: OpContext, inst: Instance, nodes: list[Node], enabled: bool) -> None:

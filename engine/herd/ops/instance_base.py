@@ -57,25 +57,60 @@ def require_online(node: Node, what: str) -> None:
         raise PrerequisiteError(f"node {node.name} is offline: cannot {what}", node=node.name)
 
 
-def assemble_disks(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> list[str]:
-    """Make every disk usable on ``node`` and return the paths the hypervisor opens.
+def require_secondary_candidate(node: Node, primary: Node) -> None:
+    """A node that may take a new DRBD copy of an instance running on ``primary``."""
+    require_online(node, "hold disks")
+    if node.drained:
+        raise PrerequisiteError(f"node {node.name} is drained", node=node.name)
+    if node.group != primary.group:
+        raise PrerequisiteError(
+            f"node {node.name} is in another node group than the primary", node=node.name
+        )
+
+
+def require_stopped(ctx: OpContext, op: InstanceOp, what: str = "change the instance's OS") -> None:
+    """Marked down and not running on its (online) primary: both, since either can lie."""
+    inst = op.instance(ctx)
+    node = op.primary(ctx, inst)
+    require_online(node, what)
+    state = runtime_state(ctx, inst, node)
+    if inst.admin_state == "up" or (state and state.get("state") == "running"):
+        raise PrerequisiteError(
+            f"instance {inst.name} is running: stop it first to {what}", instance=inst.name
+        )
+
+
+def activate_disks(
+    ctx: OpContext, inst: Instance, node: Node, force: bool = False
+) -> dict[str, list[str]]:
+    """Make every disk usable with ``node`` as the one using them; device paths per node.
 
     ``force`` lets a DRBD disk go Primary without its peer (the peer is dead).
     """
     if drbd.is_drbd(inst):
         return drbd.assemble(ctx, inst, node, force)
-    return [
-        ctx.services.call(node, "disk_assemble", {"disk": disk_arg(inst, i, d)})["path"]
-        for i, d in enumerate(inst.disks)
-    ]
+    return {
+        node.name: [
+            ctx.services.call(node, "disk_assemble", {"disk": disk_arg(inst, i, d)})["path"]
+            for i, d in enumerate(inst.disks)
+        ]
+    }
 
 
-def shutdown_disks(ctx: OpContext, inst: Instance, node: Node) -> None:
+def assemble_disks(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> list[str]:
+    """The paths the hypervisor on ``node`` opens, once every disk is usable there."""
+    return activate_disks(ctx, inst, node, force)[node.name]
+
+
+def shutdown_disks(ctx: OpContext, inst: Instance, node: Node) -> bool:
+    """Take the disks down (DRBD: demoted, down on both nodes); True if any was up."""
     if drbd.is_drbd(inst):
-        drbd.shutdown(ctx, inst, node)
-        return
-    for i, disk in enumerate(inst.disks):
+        return drbd.shutdown(ctx, inst, node)
+    answers = [
         ctx.services.call(node, "disk_shutdown", {"disk": disk_arg(inst, i, disk)})
+        for i, disk in enumerate(inst.disks)
+    ]
+    return any(a["changed"] for a in answers)
 
 
 def start_on(ctx: OpContext, inst: Instance, node: Node, force: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Start, stop, reboot, remove, rename and reinstall an instance."""
+"""Start, stop, reboot, remove, rename and reinstall an instance; activate its disks."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from herd.ops.base import OpContext, register
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
     InstanceOp,
+    activate_disks,
     assemble_disks,
     instance_name_param,
     require_online,
+    require_stopped,
     runtime_state,
     set_admin_state,
     shutdown_disks,
@@ -155,17 +157,6 @@ class InstanceRemove(InstanceOp):
         return {"changed": True, "instance": inst.name, "cleanup_problems": problems}
 
 
-def require_stopped(ctx: OpContext, op: InstanceOp) -> None:
-    inst = op.instance(ctx)
-    node = op.primary(ctx, inst)
-    require_online(node, "change the instance's OS")
-    state = runtime_state(ctx, inst, node)
-    if inst.admin_state == "up" or (state and state.get("state") == "running"):
-        raise PrerequisiteError(
-            f"instance {inst.name} is running: stop it first", instance=inst.name
-        )
-
-
 @register
 class InstanceRename(InstanceOp):
     OP_ID = "instance.rename"
@@ -242,3 +233,69 @@ class InstanceReinstall(InstanceOp):
         )
         shutdown_disks(ctx, inst, node)
         return {"changed": True, "os": inst.os}
+
+
+@register
+class InstanceActivateDisks(InstanceOp):
+    """Ganeti's ``activate-disks``: the disks usable without starting the instance.
+
+    For maintenance from the node (fsck, mounting, copying) and to bring DRBD back after
+    a node reboot. A DRBD primary is promoted only once its peer is connected and its copy
+    UpToDate, so an operator cannot create a split brain by accident; ``force`` is for
+    the case where the peer is known to be dead.
+    """
+
+    OP_ID = "instance.activate_disks"
+    SUMMARY = "Assemble an instance's disks on its nodes (DRBD: connected, primary promoted)"
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "force",
+            bool,
+            default=False,
+            doc="promote the primary's DRBD disks even if the peer is unreachable or does "
+            "not connect (the peer is dead)",
+        ),
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        inst = self.instance(ctx)
+        require_online(self.primary(ctx, inst), "activate disks")
+        if not inst.disks:
+            raise PrerequisiteError(f"instance {inst.name} has no disks", instance=inst.name)
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        paths = activate_disks(ctx, inst, self.primary(ctx, inst), self.params["force"])
+        ctx.log(f"disks of {inst.name} active on " + ", ".join(sorted(paths)))
+        return {"changed": True, "disks": paths}
+
+
+@register
+class InstanceDeactivateDisks(InstanceOp):
+    """Ganeti's ``deactivate-disks``: the opposite of activate, for a stopped instance."""
+
+    OP_ID = "instance.deactivate_disks"
+    SUMMARY = "Take a stopped instance's disks down on its nodes (DRBD: demoted, down)"
+    PARAMS = (
+        instance_name_param(),
+        Param(
+            "force",
+            bool,
+            default=False,
+            doc="go ahead although the instance is marked up or running (its disks are "
+            "pulled from under it)",
+        ),
+    )
+
+    def check(self, ctx: OpContext) -> None:
+        if not self.params["force"]:
+            require_stopped(ctx, self, "deactivate its disks")
+        else:
+            inst = self.instance(ctx)
+            require_online(self.primary(ctx, inst), "deactivate disks")
+
+    def run(self, ctx: OpContext) -> Any:
+        inst = self.instance(ctx)
+        changed = shutdown_disks(ctx, inst, self.primary(ctx, inst))
+        return {"changed": changed}

@@ -2,34 +2,45 @@
 
 Memory, vCPUs and hypervisor parameters take effect at the next start (the result says
 so when the instance is running); disks can only grow, in place, on every node holding
-them; NICs can be added, changed or removed by index.
+them; NICs can be added, changed or removed by index. A stopped instance's disks convert
+between ``plain`` and ``drbd`` (``herd.ops.disk_convert``) before the other changes apply.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from herd.config.model import Nic
-from herd.errors import ValidationError
+from herd.config.model import Instance, Nic
+from herd.errors import PrerequisiteError, ValidationError
 from herd.node.hv.base import hypervisor_for
-from herd.ops import drbd
+from herd.ops import disk_convert, drbd
 from herd.ops.base import OpContext, register
-from herd.ops.instance_base import InstanceOp, instance_name_param, require_online
+from herd.ops.instance_base import (
+    InstanceOp,
+    instance_name_param,
+    require_online,
+    require_secondary_candidate,
+    require_stopped,
+)
 from herd.ops.instance_common import (
     cluster,
     disk_arg,
     generate_mac,
+    get_node,
     normalise_nics,
     parse_size,
     used_macs,
 )
 from herd.ops.params import Param
 
+#: The templates a disk conversion goes between.
+CONVERSIONS = (disk_convert.PLAIN, drbd.TEMPLATE)
+
 
 @register
 class InstanceModify(InstanceOp):
     OP_ID = "instance.modify"
-    SUMMARY = "Change memory, vCPUs, parameters, tags, NICs, or grow a disk"
+    SUMMARY = "Change memory, vCPUs, parameters, tags, NICs, grow a disk, convert plain/drbd"
     PARAMS = (
         instance_name_param(),
         Param("memory", int, minimum=16, doc="memory in MiB (next start)"),
@@ -48,10 +59,65 @@ class InstanceModify(InstanceOp):
             "entries without mac keep the MAC of the NIC at that index or get a new one",
         ),
         Param("disk_grow", dict, doc="{'index': N, 'size': '20G'}: grow disk N to this size"),
+        Param(
+            "disk_template",
+            str,
+            choices=CONVERSIONS,
+            doc="convert a stopped instance's disks between plain and drbd, keeping the data",
+        ),
+        Param(
+            "secondary_node",
+            str,
+            doc="conversion to drbd: the node that gets the mirror",
+        ),
     )
+
+    def extra_nodes(self, ctx: OpContext, inst: Instance) -> list[str]:
+        if self.params["secondary_node"] is None:
+            return []
+        return [get_node(ctx, self.params["secondary_node"], "secondary_node").uuid]
+
+    def converting(self, inst: Instance) -> bool:
+        wanted = self.params["disk_template"]
+        return wanted is not None and wanted != inst.disk_template
+
+    def check_conversion(self, ctx: OpContext, inst: Instance) -> None:
+        """Only plain <-> drbd, alone, on a stopped instance with a fitting secondary."""
+        p = self.params
+        if not self.converting(inst):
+            if p["secondary_node"] is not None:
+                raise ValidationError(
+                    "secondary_node", p["secondary_node"], "only with a conversion to drbd"
+                )
+            return
+        if inst.disk_template not in CONVERSIONS:
+            raise ValidationError(
+                "disk_template",
+                p["disk_template"],
+                f"no conversion: '{inst.disk_template}' converts to nothing",
+            )
+        if p["disk_grow"] is not None:
+            raise ValidationError("disk_grow", p["disk_grow"], "nothing during a conversion")
+        require_stopped(ctx, self, "convert its disks")
+        if p["disk_template"] == disk_convert.PLAIN:
+            if p["secondary_node"] is not None:
+                raise ValidationError(
+                    "secondary_node", p["secondary_node"], "nothing: plain has no secondary"
+                )
+            return
+        if drbd.TEMPLATE not in cluster(ctx).enabled_disk_templates:
+            raise PrerequisiteError("the drbd disk template is not enabled in this cluster")
+        if p["secondary_node"] is None:
+            raise ValidationError("secondary_node", None, "a node for the mirror")
+        primary = self.primary(ctx, inst)
+        secondary = get_node(ctx, p["secondary_node"], "secondary_node")
+        if secondary.uuid == primary.uuid:
+            raise ValidationError("secondary_node", secondary.name, "a node other than the primary")
+        require_secondary_candidate(secondary, primary)
 
     def check(self, ctx: OpContext) -> None:
         inst = self.instance(ctx)
+        self.check_conversion(ctx, inst)
         if self.params["hvparams"] is not None:
             current = {**inst.hvparams, **self.params["hvparams"]}
             hypervisor_for(inst.hypervisor).fill_hvparams(
@@ -88,6 +154,15 @@ class InstanceModify(InstanceOp):
             if before != after:
                 changes[field] = {"before": before, "after": after}
 
+        left_behind: list[str] = []
+        if self.converting(inst):
+            change("disk_template", inst.disk_template, p["disk_template"])
+            if p["disk_template"] == drbd.TEMPLATE:
+                secondary = get_node(ctx, p["secondary_node"], "secondary_node")
+                inst = disk_convert.to_drbd(ctx, inst, secondary)
+            else:
+                inst, left_behind = disk_convert.to_plain(ctx, inst)
+
         beparams = dict(inst.beparams)
         for key in ("memory", "vcpus"):
             if p[key] is not None:
@@ -115,6 +190,8 @@ class InstanceModify(InstanceOp):
             change(f"disks[{grow['index']}].size_mib", disk.size_mib, new)
         if not changes:
             return {"changed": False, "changes": {}}
+        if set(changes) == {"disk_template"}:
+            return {"changed": True, "changes": changes, "cleanup_problems": left_behind}
         if grow is not None and new != disk.size_mib:
             if drbd.is_drbd(inst):
                 drbd.grow(ctx, inst, grow["index"], new)
@@ -144,6 +221,7 @@ class InstanceModify(InstanceOp):
             "changed": True,
             "changes": changes,
             "pending_restart": pending if inst.admin_state == "up" else [],
+            "cleanup_problems": left_behind,
         }
 
     @staticmethod

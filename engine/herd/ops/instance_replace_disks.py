@@ -16,13 +16,18 @@ from herd.config.model import Instance, Node
 from herd.errors import HerdError, PrerequisiteError, ValidationError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
-from herd.ops.instance_base import InstanceOp, instance_name_param, require_online, runtime_state
+from herd.ops.instance_base import (
+    InstanceOp,
+    instance_name_param,
+    require_online,
+    require_secondary_candidate,
+    runtime_state,
+)
 from herd.ops.instance_common import cluster, disk_arg, get_node
 from herd.ops.params import Param
 from herd.ops.placement import node_facts
 
 MODES = ("on_primary", "on_secondary", "new_secondary")
-GOOD_SOURCE = frozenset({"UpToDate", "Consistent"})
 
 
 @register
@@ -78,17 +83,7 @@ class InstanceReplaceDisks(InstanceOp):
                 raise ValidationError(
                     "new_secondary", node.name, "a node that holds no copy of the instance yet"
                 )
-            self.check_candidate(node, primary)
-
-    @staticmethod
-    def check_candidate(node: Node, primary: Node) -> None:
-        require_online(node, "hold disks")
-        if node.drained:
-            raise PrerequisiteError(f"node {node.name} is drained", node=node.name)
-        if node.group != primary.group:
-            raise PrerequisiteError(
-                f"node {node.name} is in another node group than the primary", node=node.name
-            )
+            require_secondary_candidate(node, primary)
 
     def run(self, ctx: OpContext) -> Any:
         inst = self.instance(ctx)
@@ -100,7 +95,7 @@ class InstanceReplaceDisks(InstanceOp):
         target, source = (primary, secondary) if mode == "on_primary" else (secondary, primary)
         require_online(source, "resync from it")
         require_online(target, "recreate disks there")
-        self.require_good(ctx, inst, source)
+        drbd.require_good_copy(ctx, inst, source)
         for index, disk in enumerate(inst.disks):
             arg = {"disk": disk_arg(inst, index, disk)}
             ctx.services.call(target, "disk_remove", arg, timeout=600)
@@ -115,8 +110,8 @@ class InstanceReplaceDisks(InstanceOp):
         self, ctx: OpContext, inst: Instance, primary: Node, old: Node
     ) -> dict[str, Any]:
         new = self.choose(ctx, inst)
-        self.check_candidate(new, primary)
-        self.require_good(ctx, inst, primary)
+        require_secondary_candidate(new, primary)
+        drbd.require_good_copy(ctx, inst, primary)
         c = cluster(ctx)
         moved = Instance.from_dict(inst.to_dict())
         moved.secondary_nodes = [new.uuid]
@@ -187,19 +182,6 @@ class InstanceReplaceDisks(InstanceOp):
         drbd.each_disk(ctx, moved, primary, "drbd_attach_net")
         drbd.require_connected(ctx, moved, primary)
         ctx.log(f"{primary.name} now replicates {inst.name} to {new.name}")
-
-    @staticmethod
-    def require_good(ctx: OpContext, inst: Instance, source: Node) -> None:
-        """The copy that survives must hold the data: never rebuild from a stale one."""
-        drbd.each_disk(ctx, inst, source, "disk_assemble")
-        for index, state in enumerate(drbd.statuses(ctx, inst, source)):
-            if state["disk"] not in GOOD_SOURCE:
-                raise PrerequisiteError(
-                    f"disk {index} of {inst.name} on {source.name} is {state['disk']}: it "
-                    "cannot be the source of a resync",
-                    node=source.name,
-                    disk=state["disk"],
-                )
 
     @staticmethod
     def settle(ctx: OpContext, inst: Instance, nodes: list[Node]) -> None:

@@ -56,6 +56,13 @@ def drbd_secondary(ctx: NodeContext, disk: dict[str, Any]) -> dict[str, Any]:
     return _answer(backend, spec, backend.make_secondary(spec))
 
 
+@action("drbd_release")
+def drbd_release(ctx: NodeContext, disk: dict[str, Any]) -> dict[str, Any]:
+    """Take the resource down and remove its metadata, keeping the data LV (to plain)."""
+    backend, spec = _open(ctx, disk)
+    return _answer(backend, spec, backend.release(spec))
+
+
 @action("drbd_skip_initial_sync")
 def drbd_skip_initial_sync(ctx: NodeContext, disk: dict[str, Any]) -> dict[str, Any]:
     """Mark a freshly created, still empty pair as in sync (run on one node only)."""

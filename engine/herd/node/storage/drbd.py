@@ -167,8 +167,19 @@ class DrbdStorage(StorageBackend):
 
     def remove(self, disk: DiskSpec) -> bool:
         res = self.resource(disk)
+        changed = self.release(disk)
+        return self.lvm.remove(res.vg, res.data_lv) or changed
+
+    def release(self, disk: DiskSpec) -> bool:
+        """Take DRBD off the disk and drop its metadata, but keep the data LV.
+
+        External metadata leaves the data LV a plain copy of the disk, so this is how a
+        disk converts to the ``plain`` template (and how a conversion the other way is
+        undone) without copying a byte. The resource file goes too: left behind, it would
+        bring a resource up over what is now someone's plain disk.
+        """
+        res = self.resource(disk)
         changed = self._down(res)
-        changed = self.lvm.remove(res.vg, res.data_lv) or changed
         changed = self.lvm.remove(res.vg, res.meta_lv) or changed
         for path in (self.conf_path(res), self.state_dir / f"{res.name}.json"):
             if path.exists():

@@ -171,3 +171,23 @@ def test_disconnect_and_attach_net_are_idempotent(ctx: NodeContext, tmp_path: Pa
     node.state(CONNECTED_SECONDARY)
     assert node.backend.attach_net(disk()) is False
     assert node.drbdadm() == [("disconnect", "herd-d1"), ("connect", "herd-d1")]
+
+
+def test_release_keeps_the_data_lv_and_drops_everything_else(
+    ctx: NodeContext, tmp_path: Path
+) -> None:
+    """Conversion to plain: down, meta LV and resource file gone, data LV untouched."""
+    runner = ScriptedRunner(
+        (("drbdadm",), OK), lvs("herd-d1.meta", 128), (("lvremove",), OK),
+    )  # fmt: skip
+    node = Node(ctx, tmp_path, runner)
+    res = node.backend.resource(disk())
+    node.backend.write_config(res)
+    node.state(CONNECTED_SECONDARY)
+    assert node.backend.release(disk()) is True
+    assert node.drbdadm() == [("down", "herd-d1")]
+    assert [c[-1] for c in runner.commands("lvremove")] == ["herd/herd-d1.meta"]
+    assert not node.backend.conf_path(res).exists()
+    node.state("")
+    runner.script += [(("lvs",), EMPTY)]
+    assert node.backend.release(disk()) is False

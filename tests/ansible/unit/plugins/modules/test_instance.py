@@ -72,6 +72,7 @@ def params(**given: Any) -> dict[str, Any]:
     defaults = {
         "name": "web1",
         "state": "present",
+        "allow_conversion": False,
         "allow_migrate": True,
         "allow_failover": False,
         "ignore_consistency": False,
@@ -324,3 +325,41 @@ def test_drbd_move_swaps_the_secondary_and_other_secondaries_are_refused() -> No
 def test_options_that_only_matter_at_creation_are_not_compared_later() -> None:
     given = params(install=False, iallocator="/usr/lib/hail", opportunistic=True)
     assert plan(WEB1, given) == ([], {})
+
+
+# --- disk template conversion --------------------------------------------------------------
+
+
+def test_a_different_disk_template_converts_only_when_allowed() -> None:
+    app1 = {**WEB1, "name": "app1", "admin_state": "down", "disk_template": "plain"}
+    err = refused(app1, "disk_template", name="app1", disk_template="drbd", secondary_node="n2")
+    assert "allow_conversion" in err.message
+    ops, diff = plan(
+        app1,
+        params(name="app1", disk_template="drbd", secondary_node="n2", allow_conversion=True),
+    )
+    assert ops == [
+        {"op": "instance.modify", "name": "app1", "disk_template": "drbd", "secondary_node": "n2"}
+    ]
+    assert diff == {
+        "before": {"disk_template": "plain", "secondary_node": None},
+        "after": {"disk_template": "drbd", "secondary_node": "n2"},
+    }
+    converted = {**app1, "disk_template": "drbd", "secondary_node_names": ["n2"]}
+    again = params(name="app1", disk_template="drbd", secondary_node="n2", allow_conversion=True)
+    assert plan(converted, again) == ([], {})
+
+
+def test_conversion_to_plain_comes_after_the_stop_and_before_the_start() -> None:
+    db1 = {**DB1, "admin_state": "up"}
+    given = params(name="db1", state="stopped", disk_template="plain", allow_conversion=True)
+    ops, diff = plan(db1, given)
+    assert ops == [
+        {"op": "instance.stop", "name": "db1"},
+        {"op": "instance.modify", "name": "db1", "disk_template": "plain"},
+    ]
+    assert diff["after"] == {"state": "stopped", "disk_template": "plain", "secondary_node": None}
+    restart = params(name="db1", state="restarted", disk_template="plain", allow_conversion=True)
+    stopped = {**db1, "admin_state": "down"}
+    ops, _ = plan(stopped, restart)
+    assert [op["op"] for op in ops] == ["instance.modify", "instance.start"]
