@@ -204,3 +204,30 @@ def test_absent_removes_the_instances_and_their_guests(
     assert run.result("Read back")["instances"] == []
     again = instances_play(collections, instance_env, "absent-again", **gone)
     assert again.rc == 0 and again.changed() == 0
+
+
+def test_live_info_and_replace_disks(collections: Path, instance_env: Env) -> None:
+    """Live state comes from the node; replace-disks is always a change in check mode and
+    a clean failure (nothing submitted that ran) on an instance without a mirror."""
+    running, _, work = instance_env
+    instances_play(collections, instance_env, "setup-live")
+    before = running.api.dump()
+    run = play(
+        collections,
+        work / "live",
+        {"all": {"hosts": {"localhost": local_host()}}},
+        PLAYBOOK.parent / "live_replace.yml",
+        {"herd_socket": str(running.socket)},
+    )
+    live = run.result("Live")
+    assert live["missing"] == ["web9"] and live["changed"] is False
+    (web,) = live["instances"]
+    assert web["oper_state"] == "running" and web["live_errors"] == []
+    assert "drbd" not in web
+    check = run.result("Replace check")
+    assert check["changed"] is True and check["job_ids"] == []
+    assert run.failed_tasks == ["Replace"]
+    failed = run.result("Replace")
+    assert failed["error"]["type"] == "ValidationError" and failed["changed"] is False
+    assert "drbd instance" in failed["msg"]
+    assert running.api.dump() == before
