@@ -158,7 +158,7 @@ SSH_OPTIONS = (
     "-o",
     "StrictHostKeyChecking=yes",
     "-o",
-    "ConnectTimeout=10",
+    "ConnectTimeout=45",
     "-o",
     "LogLevel=ERROR",
 )
