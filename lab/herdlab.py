@@ -25,22 +25,18 @@ repository's ``.lab/``); the root must not live under /run, which nodes mount ov
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import fcntl
 import ipaddress
-import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import labkit
 
 DEFAULT_ROOT = Path(
     os.environ.get("HERD_LAB_ROOT") or Path(__file__).resolve().parent.parent / ".lab"
@@ -55,7 +51,7 @@ CONTROLLER_IP = "10.77.0.1"
 NODE_STATE_PATH = "/var/lib/herd-node"
 NODE_IP_OFFSET = 10
 MAX_NODES = 200
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+NAME_RE = labkit.NAME_RE
 SSHD_START_TIMEOUT = 10.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -77,14 +73,9 @@ class LabNode:
     bridge_port: str
     key_path: str
 
-    @property
-    def state_dir(self) -> Path:
-        """Host path of what the node sees at /var/lib/herd-node (tests inspect it directly)."""
-        return Path(self.dir) / "data"
-
-    @property
-    def pid_file(self) -> Path:
-        return Path(self.dir) / "sshd.pid"
+    #: Host path of what the node sees at /var/lib/herd-node (tests inspect it directly).
+    state_dir = labkit.NodeFile("data")
+    pid_file = labkit.NodeFile("sshd.pid")
 
     def sshd_pid(self) -> int | None:
         """Pid of the node's sshd listener if it runs, else None."""
@@ -92,7 +83,7 @@ class LabNode:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if labkit.alive(pid) else None
 
     def exec(
         self, *argv: str, check: bool = True, input: str | None = None
@@ -116,40 +107,14 @@ class LabNode:
 
 
 @dataclass
-class Lab:
+class Lab(labkit.LabState, node_type=LabNode, error=LabError, label="lab"):
     """A set of lab nodes sharing one cluster key; what ``state.json`` holds."""
 
-    name: str
-    index: int
-    dir: str
-    key_path: str
     controller_ip: str = CONTROLLER_IP
-    nodes: list[LabNode] = field(default_factory=list)
-    status: str = "building"
-    owner_pid: int | None = None
 
     @property
     def public_key(self) -> str:
         return Path(self.key_path + ".pub").read_text().strip()
-
-    def node(self, name: str) -> LabNode:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise LabError(f"lab {self.name} has no node {name}")
-
-    def save(self) -> None:
-        path = Path(self.dir) / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Lab:
-        raw_nodes = data.pop("nodes", [])
-        lab = cls(**data)  # type: ignore[arg-type]
-        lab.nodes = [LabNode(**n) for n in raw_nodes]  # type: ignore[union-attr]
-        return lab
 
 
 def missing_requirements() -> str | None:
@@ -180,81 +145,49 @@ def up(
     can be repeated after any failure.  On failure the state is kept for ``down``.
     """
     _check_name(name)
-    if not 1 <= nodes <= MAX_NODES:
-        raise LabError(f"nodes must be 1..{MAX_NODES}, got {nodes}")
+    labkit.check_nodes(nodes, MAX_NODES, LabError)
     root = _check_root(root)
-    with _locked(root):
-        existing = _load(name, root)
+    with labkit.locked(labkit.lock_path(root)):
+        existing = labkit.load_state(Lab, name, root)
         if existing is not None:
             if _healthy(existing, nodes):
                 return existing
             _teardown(existing.name, root, existing)
         _ensure_fabric()
-        lab = Lab(
-            name=name,
-            index=_free_index(root),
-            dir=str(root / name),
-            key_path=str(root / name / "id_ed25519"),
-            owner_pid=owner_pid,
-        )
-        Path(lab.dir).mkdir(parents=True)
-        lab.nodes = [_plan_node(lab, i) for i in range(1, nodes + 1)]
-        lab.save()
+        index = labkit.free_index(Lab, root)
+        lab = labkit.new_state(Lab, name, root, nodes, _plan_node, index=index, owner_pid=owner_pid)
         _forget_neighbours(lab.index)
         _make_keys(lab)
         for node in lab.nodes:
             _build_node_network(lab, node)
         _start_sshds(lab, sshd)
-        lab.status = "up"
-        lab.save()
-        return lab
+        return labkit.mark_up(lab)
 
 
 def down(name: str, root: Path = DEFAULT_ROOT) -> None:
     """Remove lab ``name`` completely; a no-op if nothing of it exists."""
     _check_name(name)
-    root = _check_root(root)
-    with _locked(root):
-        _teardown(name, root, _load(name, root))
+    labkit.down_locked(Lab, name, _check_root(root), _teardown)
 
 
 def load(name: str, root: Path = DEFAULT_ROOT) -> Lab:
     """The recorded state of an existing lab."""
-    lab = _load(name, _check_root(root))
-    if lab is None:
-        raise LabError(f"no lab named {name} under {root}")
-    return lab
+    return labkit.load_existing(Lab, name, _check_root(root))
 
 
 def status(root: Path = DEFAULT_ROOT) -> list[dict[str, object]]:
     """Every recorded lab with per-node liveness, for the ``status`` command."""
-    root = _check_root(root)
-    report: list[dict[str, object]] = []
-    for lab in _all_labs(root):
-        report.append(
-            {
-                "name": lab.name,
-                "status": lab.status,
-                "index": lab.index,
-                "controller_ip": lab.controller_ip,
-                "key_path": lab.key_path,
-                "nodes": [
-                    {"name": n.name, "ip": n.ip, "port": n.port, "sshd_pid": n.sshd_pid()}
-                    for n in lab.nodes
-                ],
-            }
-        )
-    return report
+    labs = labkit.all_states(Lab, _check_root(root))
+    return labkit.summaries(labs, ("controller_ip", "key_path"), _node_status)
+
+
+def _node_status(n: LabNode) -> dict[str, object]:
+    return {"name": n.name, "ip": n.ip, "port": n.port, "sshd_pid": n.sshd_pid()}
 
 
 def reap_orphans(prefix: str, root: Path = DEFAULT_ROOT) -> list[str]:
     """Tear down labs named ``prefix…`` whose owner process is gone (killed test runs)."""
-    reaped = []
-    for lab in _all_labs(_check_root(root)):
-        if lab.name.startswith(prefix) and lab.owner_pid and not _alive(lab.owner_pid):
-            down(lab.name, root)
-            reaped.append(lab.name)
-    return reaped
+    return labkit.reap_orphans(Lab, prefix, _check_root(root), down)
 
 
 def namespaces() -> list[str]:
@@ -264,8 +197,7 @@ def namespaces() -> list[str]:
 
 
 def _check_name(name: str) -> None:
-    if not NAME_RE.match(name):
-        raise LabError(f"lab name {name!r} must match {NAME_RE.pattern}")
+    labkit.check_name(name, LabError, "lab")
 
 
 def _check_root(root: Path) -> Path:
@@ -275,35 +207,6 @@ def _check_root(root: Path) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Serialise ups and downs: index allocation and the shared fabric need it."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _load(name: str, root: Path) -> Lab | None:
-    try:
-        data = json.loads((root / name / "state.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise LabError(f"unreadable lab state for {name}: {exc}") from exc
-    return Lab.from_dict(data)
-
-
-def _all_labs(root: Path) -> list[Lab]:
-    labs = []
-    if root.is_dir():
-        for entry in sorted(root.iterdir()):
-            lab = _load(entry.name, root) if entry.is_dir() else None
-            if lab is not None:
-                labs.append(lab)
-    return labs
-
-
 def _healthy(lab: Lab, nodes: int) -> bool:
     present = set(namespaces())
     return (
@@ -311,14 +214,6 @@ def _healthy(lab: Lab, nodes: int) -> bool:
         and len(lab.nodes) == nodes
         and all(n.netns in present and n.sshd_pid() is not None for n in lab.nodes)
     )
-
-
-def _free_index(root: Path) -> int:
-    used = {lab.index for lab in _all_labs(root)}
-    for index in range(1, 255):
-        if index not in used:
-            return index
-    raise LabError("all 254 lab subnets are in use")
 
 
 def _plan_node(lab: Lab, i: int) -> LabNode:
@@ -372,29 +267,16 @@ def _remove_fabric() -> None:
 
 
 def _make_keys(lab: Lab) -> None:
-    """Generate the cluster key and every host key in parallel (ssh-keygen is the slow bit)."""
-    jobs = [_keygen(lab.key_path, f"herd-lab-{lab.name}")]
+    """The cluster key and every host key; each node gets its data and home directory."""
+    keys = [(lab.key_path, f"herd-lab-{lab.name}")]
     for node in lab.nodes:
         Path(node.dir, "data").mkdir(parents=True)
         Path(node.dir, "home").mkdir()
-        jobs.append(_keygen(str(Path(node.dir, "ssh_host_ed25519_key")), node.name))
-    for proc in jobs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise LabError(f"ssh-keygen failed: {err.strip()}")
+        keys.append((str(Path(node.dir, "ssh_host_ed25519_key")), node.name))
+    labkit.make_keys(keys, LabError)
     for node in lab.nodes:
-        pub = Path(node.dir, "ssh_host_ed25519_key.pub").read_text().split()
-        node.host_key = f"{pub[0]} {pub[1]}"
+        node.host_key = labkit.public_key_line(Path(node.dir, "ssh_host_ed25519_key.pub"))
     lab.save()
-
-
-def _keygen(path: str, comment: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _build_node_network(lab: Lab, node: LabNode) -> None:
@@ -507,25 +389,15 @@ def _teardown(name: str, root: Path, lab: Lab | None) -> None:
                 _run(["ip", "-n", FABRIC_NS, "link", "del", ports[ns]], check=False)
             _run(["ip", "netns", "del", ns])
     shutil.rmtree(root / name, ignore_errors=True)
-    if not _all_labs(root):
+    if not labkit.all_states(Lab, root):
         _remove_fabric()
 
 
 def _kill_netns_processes(ns: str) -> None:
     """TERM, then KILL, every process in namespace ``ns``; returns once they are gone."""
-    pids = _netns_pids(ns)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 2.0
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            if pids:
-                time.sleep(0.01)
-        if not pids:
-            return
-    raise LabError(f"processes {pids} in {ns} survived SIGKILL")
+    survivors = labkit.kill_pids(_netns_pids(ns), grace=2.0)
+    if survivors:
+        raise LabError(f"processes {survivors} in {ns} survived SIGKILL")
 
 
 def _netns_pids(ns: str) -> list[int]:
@@ -533,47 +405,16 @@ def _netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _alive(pid: int) -> bool:
-    """True for a live process; zombies count as dead (our launchers reap theirs)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _run(
     argv: Sequence[str], check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input)
-    if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
+    return labkit.run(argv, LabError, check=check, input=input)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="lab state directory")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="build (or reuse) a lab")
-    p_up.add_argument("--name", default="a")
-    p_up.add_argument("--nodes", type=int, default=3)
-    p_down = sub.add_parser("down", help="remove a lab completely")
-    p_down.add_argument("--name", default="a")
-    sub.add_parser("status", help="show every lab and its nodes")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            lab = up(args.name, args.nodes, args.root)
-            print(json.dumps(asdict(lab), indent=2))
-        elif args.command == "down":
-            down(args.name, args.root)
-        else:
-            print(json.dumps(status(args.root), indent=2))
-    except LabError as exc:
-        print(f"herdlab: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    helps = ("build (or reuse) a lab", "remove a lab completely", "show every lab and its nodes")
+    defaults = (DEFAULT_ROOT, "a", 3)
+    return labkit.cli(argv, "herdlab", __doc__, defaults, LabError, helps, (up, down, status))
 
 
 if __name__ == "__main__":

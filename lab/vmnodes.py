@@ -33,7 +33,6 @@ behind tap ``tv<index>n<i>``.  The host reaches guests directly, guests reach ea
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -41,9 +40,7 @@ import inspect
 import ipaddress
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,8 +48,10 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import labkit
 
 LAB_DIR = Path(__file__).resolve().parent
 GUEST_FILES = LAB_DIR / "vm"
@@ -147,7 +146,7 @@ NETWORK = ipaddress.ip_network("10.78.0.0/16")
 GATEWAY_IP = "10.78.0.1"
 NODE_IP_OFFSET = 10
 MAX_NODES = 16
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+NAME_RE = labkit.NAME_RE
 MEMORY_MIB = 768
 DATA_DISK_BYTES = 2 << 30
 QEMU = "qemu-system-x86_64"
@@ -182,21 +181,13 @@ class VMNode:
     mac: str
     pid: int | None = None
 
-    @property
-    def known_hosts(self) -> Path:
-        return Path(self.dir) / "known_hosts"
-
-    @property
-    def console_log(self) -> Path:
-        return Path(self.dir) / "console.log"
-
-    @property
-    def data_disk(self) -> Path:
-        return Path(self.dir) / "data.img"
+    known_hosts = labkit.NodeFile("known_hosts")
+    console_log = labkit.NodeFile("console.log")
+    data_disk = labkit.NodeFile("data.img")
 
     def alive(self) -> bool:
         """True while this guest's qemu runs."""
-        return self.pid is not None and _alive(self.pid)
+        return self.pid is not None and labkit.alive(self.pid)
 
     def ssh(
         self, command: str, check: bool = True, timeout: float = 120.0, input: str | None = None
@@ -231,38 +222,12 @@ class VMNode:
 
 
 @dataclass
-class VMLab:
+class VMLab(labkit.LabState, node_type=VMNode, error=VMLabError, label="VM lab"):
     """A set of guests sharing one authorized key; what ``state.json`` holds."""
 
-    name: str
-    index: int
-    dir: str
-    key_path: str
     image: str
     gateway_ip: str = GATEWAY_IP
-    nodes: list[VMNode] = field(default_factory=list)
-    status: str = "building"
-    owner_pid: int | None = None
     boot_seconds: float | None = None
-
-    def node(self, name: str) -> VMNode:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise VMLabError(f"VM lab {self.name} has no node {name}")
-
-    def save(self) -> None:
-        path = Path(self.dir) / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> VMLab:
-        raw_nodes = data.pop("nodes", [])
-        lab = cls(**data)  # type: ignore[arg-type]
-        lab.nodes = [VMNode(**n) for n in raw_nodes]  # type: ignore[union-attr]
-        return lab
 
 
 @dataclass(frozen=True)
@@ -335,7 +300,7 @@ def build_image(cache: Path = IMAGE_CACHE, log: Path | None = None) -> Image:
     recipe = recipe_hash()
     base = cache / recipe
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".lock"):
+    with labkit.locked(cache / ".lock"):
         rootfs = base / "rootfs"
         if not rootfs.is_dir():
             # Other checkouts on this machine may use other recipes right now: only
@@ -506,26 +471,16 @@ def up(
     before the error propagates.
     """
     _check_name(name)
-    if not 1 <= nodes <= MAX_NODES:
-        raise VMLabError(f"nodes must be 1..{MAX_NODES}, got {nodes}")
+    labkit.check_nodes(nodes, MAX_NODES, VMLabError)
     root = Path(root).resolve()
-    with _image_in_use() as image, _locked(_lock_path(root)):
-        existing = _load(name, root)
+    with _image_in_use() as image, labkit.locked(labkit.lock_path(root)):
+        existing = labkit.load_state(VMLab, name, root)
         if existing is not None:
             if _healthy(existing, nodes, image):
                 return existing
             _teardown(name, root, existing)
-        lab = VMLab(
-            name=name,
-            index=_free_index(root),
-            dir=str(root / name),
-            key_path=str(root / name / "id_ed25519"),
-            image=str(image.root),
-            owner_pid=owner_pid,
-        )
-        Path(lab.dir).mkdir(parents=True)
-        lab.nodes = [_plan_node(lab, i) for i in range(1, nodes + 1)]
-        lab.save()
+        fields = {"index": _free_index(root), "image": str(image.root), "owner_pid": owner_pid}
+        lab = labkit.new_state(VMLab, name, root, nodes, _plan_node, **fields)
         try:
             _make_keys(lab)
             _ensure_bridge()
@@ -538,94 +493,37 @@ def up(
         except BaseException:
             _teardown(name, root, lab)
             raise
-        lab.status = "up"
-        lab.save()
-        return lab
+        return labkit.mark_up(lab)
 
 
 def down(name: str, root: Path = DEFAULT_ROOT) -> None:
     """Kill lab ``name``'s guests and remove its taps and files; a no-op if it is gone."""
     _check_name(name)
-    root = Path(root).resolve()
-    with _locked(_lock_path(root)):
-        _teardown(name, root, _load(name, root))
+    labkit.down_locked(VMLab, name, Path(root).resolve(), _teardown)
 
 
 def load(name: str, root: Path = DEFAULT_ROOT) -> VMLab:
     """The recorded state of an existing VM lab."""
-    lab = _load(name, Path(root).resolve())
-    if lab is None:
-        raise VMLabError(f"no VM lab named {name} under {root}")
-    return lab
+    return labkit.load_existing(VMLab, name, Path(root).resolve())
 
 
 def status(root: Path = DEFAULT_ROOT) -> list[dict[str, object]]:
     """Every recorded VM lab with per-guest liveness, for the ``status`` command."""
-    report: list[dict[str, object]] = []
-    for lab in _all_labs(Path(root).resolve()):
-        report.append(
-            {
-                "name": lab.name,
-                "status": lab.status,
-                "index": lab.index,
-                "image": lab.image,
-                "key_path": lab.key_path,
-                "boot_seconds": lab.boot_seconds,
-                "nodes": [
-                    {"name": n.name, "ip": n.ip, "tap": n.tap, "pid": n.pid, "alive": n.alive()}
-                    for n in lab.nodes
-                ],
-            }
-        )
-    return report
+    fields = ("image", "key_path", "boot_seconds")
+    return labkit.summaries(labkit.all_states(VMLab, Path(root).resolve()), fields, _guest_status)
+
+
+def _guest_status(n: VMNode) -> dict[str, object]:
+    return {"name": n.name, "ip": n.ip, "tap": n.tap, "pid": n.pid, "alive": n.alive()}
 
 
 def reap_orphans(prefix: str, root: Path = DEFAULT_ROOT) -> list[str]:
     """Tear down VM labs named ``prefix…`` whose owner process is gone (killed test runs)."""
-    reaped = []
-    for lab in _all_labs(Path(root).resolve()):
-        if lab.name.startswith(prefix) and lab.owner_pid and not _alive(lab.owner_pid):
-            down(lab.name, root)
-            reaped.append(lab.name)
-    return reaped
+    return labkit.reap_orphans(VMLab, prefix, root, down)
 
 
 def _check_name(name: str) -> None:
-    if not NAME_RE.match(name):
-        raise VMLabError(f"VM lab name {name!r} must match {NAME_RE.pattern}")
-
-
-def _lock_path(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    return root / ".lock"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise builders of one cache, or ups and downs of one lab root."""
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _load(name: str, root: Path) -> VMLab | None:
-    try:
-        data = json.loads((root / name / "state.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise VMLabError(f"unreadable VM lab state for {name}: {exc}") from exc
-    return VMLab.from_dict(data)
-
-
-def _all_labs(root: Path) -> list[VMLab]:
-    labs = []
-    if root.is_dir():
-        for entry in sorted(root.iterdir()):
-            lab = _load(entry.name, root) if entry.is_dir() else None
-            if lab is not None:
-                labs.append(lab)
-    return labs
+    labkit.check_name(name, VMLabError, "VM lab")
 
 
 def _healthy(lab: VMLab, nodes: int, image: Image) -> bool:
@@ -639,12 +537,10 @@ def _healthy(lab: VMLab, nodes: int, image: Image) -> bool:
 
 def _free_index(root: Path) -> int:
     """An index no recorded lab uses and whose taps do not exist (labs of other roots)."""
-    used = {lab.index for lab in _all_labs(root)}
     taps = {tap.name for tap in Path("/sys/class/net").iterdir()}
-    for index in range(1, 255):
-        if index not in used and not any(t.startswith(f"tv{index}n") for t in taps):
-            return index
-    raise VMLabError("all 254 VM lab subnets are in use")
+    return labkit.free_index(
+        VMLab, root, lambda index: any(t.startswith(f"tv{index}n") for t in taps)
+    )
 
 
 def _plan_node(lab: VMLab, i: int) -> VMNode:
@@ -663,21 +559,17 @@ def _plan_node(lab: VMLab, i: int) -> VMNode:
 
 def _make_keys(lab: VMLab) -> None:
     """The lab key and every guest's host key, in parallel; each guest gets a seed disk."""
-    jobs = [_keygen(lab.key_path, f"herd-vm-{lab.name}")]
+    keys = [(lab.key_path, f"herd-vm-{lab.name}")]
     for node in lab.nodes:
         seed = Path(node.dir) / "seed"
         seed.mkdir(parents=True)
-        jobs.append(_keygen(str(seed / "ssh_host_ed25519_key"), node.name))
-    for proc in jobs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise VMLabError(f"ssh-keygen failed: {err.strip()}")
+        keys.append((str(seed / "ssh_host_ed25519_key"), node.name))
+    labkit.make_keys(keys, VMLabError)
     public = Path(lab.key_path + ".pub").read_text()
     for node in lab.nodes:
         seed = Path(node.dir) / "seed"
         (seed / "authorized_keys").write_text(public)
-        pub = (seed / "ssh_host_ed25519_key.pub").read_text().split()
-        node.host_key = f"{pub[0]} {pub[1]}"
+        node.host_key = labkit.public_key_line(seed / "ssh_host_ed25519_key.pub")
         node.known_hosts.write_text(f"{node.ip} {node.host_key}\n")
         image = Path(node.dir) / "seed.img"
         _run(["mkfs.ext4", "-q", "-F", "-L", "herdseed", "-d", str(seed), str(image),
@@ -685,15 +577,6 @@ def _make_keys(lab: VMLab) -> None:
         with open(node.data_disk, "wb") as disk:
             disk.truncate(DATA_DISK_BYTES)
     lab.save()
-
-
-def _keygen(path: str, comment: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _ensure_bridge() -> None:
@@ -811,62 +694,33 @@ def _qemu_cmdlines() -> dict[int, bytes]:
 
 def _kill_pid(pid: int) -> None:
     """TERM, then KILL; returns once the process is gone."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + 3.0
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not _alive(pid):
-            return
-    raise VMLabError(f"qemu {pid} survived SIGKILL")
-
-
-def _alive(pid: int) -> bool:
-    """True for a live process; zombies count as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    if labkit.kill_pids([pid], grace=3.0):
+        raise VMLabError(f"qemu {pid} survived SIGKILL")
 
 
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise VMLabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
+    return labkit.run(argv, VMLabError, check=check)
+
+
+def _image_report(_: object) -> dict[str, str]:
+    started = time.monotonic()
+    image = build_image()
+    report = {k: str(v) for k, v in asdict(image).items()}
+    report["seconds"] = str(round(time.monotonic() - started, 1))
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="VM lab state directory")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("image", help="build (or reuse) the cached image and print its paths")
-    p_up = sub.add_parser("up", help="boot (or reuse) a VM lab")
-    p_up.add_argument("--name", default="d")
-    p_up.add_argument("--nodes", type=int, default=2)
-    p_down = sub.add_parser("down", help="kill a VM lab's guests and remove it")
-    p_down.add_argument("--name", default="d")
-    sub.add_parser("status", help="show every VM lab and its guests")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "image":
-            started = time.monotonic()
-            image = build_image()
-            report = {k: str(v) for k, v in asdict(image).items()}
-            report["seconds"] = str(round(time.monotonic() - started, 1))
-            print(json.dumps(report, indent=2))
-        elif args.command == "up":
-            print(json.dumps(asdict(up(args.name, args.nodes, args.root)), indent=2))
-        elif args.command == "down":
-            down(args.name, args.root)
-        else:
-            print(json.dumps(status(args.root), indent=2))
-    except VMLabError as exc:
-        print(f"vmnodes: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    helps = (
+        "boot (or reuse) a VM lab",
+        "kill a VM lab's guests and remove it",
+        "show every VM lab and its guests",
+    )
+    image = {"image": ("build (or reuse) the cached image and print its paths", _image_report)}
+    lab = (up, down, status)
+    return labkit.cli(
+        argv, "vmnodes", __doc__, (DEFAULT_ROOT, "d", 2), VMLabError, helps, lab, image
+    )
 
 
 if __name__ == "__main__":
