@@ -19,29 +19,23 @@ The initramfs ``/init``:
 * prints ``HERD-ZERO-DONE`` and powers off (``poweroff -f``), which the engine takes
   as the end of the zeroing.
 
-Kernel, busybox and the cpio writer come from ``build-tiny-guest.py`` (nothing is
-installed on the host). Output (cached; rebuilt only if missing or with ``--force``):
-``vmlinuz`` and ``initrd.img`` in ``$HERD_ZEROING_IMAGE_DIR`` or
+Kernel, busybox and the cpio writer come from ``guestkit``, shared with
+``build-tiny-guest.py`` (nothing is installed on the host). Output (cached; rebuilt only
+if missing or with ``--force``): ``vmlinuz`` and ``initrd.img`` in
+``$HERD_ZEROING_IMAGE_DIR`` or
 ``/var/cache/herd-lab/zeroing-image``; point ``zeroing_image`` at that directory on
 every node. The script prints the directory and both paths as JSON on stdout.
 """
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import importlib.util
-import json
 import os
 import re
-import shutil
-import stat
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+
+import guestkit
 
 DEFAULT_DIR = Path(os.environ.get("HERD_ZEROING_IMAGE_DIR") or "/var/cache/herd-lab/zeroing-image")
 #: What the helper needs; their dependencies are added from modules.dep. crc32c_generic
@@ -50,12 +44,8 @@ DEFAULT_DIR = Path(os.environ.get("HERD_ZEROING_IMAGE_DIR") or "/var/cache/herd-
 MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
 DONE_MARKER = "HERD-ZERO-DONE"
 
-INIT_SCRIPT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+#: After ``guestkit.INIT_PROLOGUE``.
+INIT_SCRIPT = """for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
 echo HERD-ZERO-START
 if ! grep -qw herd.helper=zero /proc/cmdline; then
   echo "HERD-ZERO-NOT-ASKED (no herd.helper=zero on the command line)"
@@ -79,16 +69,6 @@ done
 echo HERD-ZERO-DONE
 poweroff -f
 """
-
-
-def tiny_guest_builder() -> ModuleType:
-    """build-tiny-guest.py, loaded by path (its name is not an importable one)."""
-    path = Path(__file__).with_name("build-tiny-guest.py")
-    spec = importlib.util.spec_from_file_location("build_tiny_guest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def module_depends(data: bytes) -> list[str]:
@@ -117,52 +97,16 @@ def load_order(moddir: Path, wanted: Sequence[str]) -> list[tuple[str, Path]]:
     return [(name, files[name]) for name in order]
 
 
-def build_initramfs(root: Path, cpio_writer: type) -> bytes:
-    (moddir,) = (root / "lib" / "modules").iterdir()
-    modules = load_order(moddir, MODULES)
-    cpio = cpio_writer()
-    for d in ("bin", "dev", "proc", "sys", "mnt", "lib", "lib/modules"):
-        cpio.add(d, stat.S_IFDIR | 0o755)
-    cpio.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
-    cpio.add("bin/busybox", stat.S_IFREG | 0o755, (root / "bin" / "busybox").read_bytes())
-    cpio.add("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode())
-    cpio.add("lib/modules/order", stat.S_IFREG | 0o644, "\n".join(m for m, _ in modules).encode())
-    for name, path in modules:
-        cpio.add(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, path.read_bytes())
-    return gzip.compress(cpio.finish(), compresslevel=6)
-
-
-def build(dest: Path) -> None:
-    tiny = tiny_guest_builder()
-    with tempfile.TemporaryDirectory(prefix="herd-zeroing-image-") as tmp:
-        root = tiny.fetch([tiny.kernel_package(), tiny.BUSYBOX_PACKAGE], Path(tmp))
-        (kernel,) = (root / "boot").glob("vmlinuz-*")
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
-        staging.chmod(0o755)
-        try:
-            shutil.copyfile(kernel, staging / "vmlinuz")
-            (staging / "initrd.img").write_bytes(build_initramfs(root, tiny.CpioWriter))
-            if dest.exists():
-                shutil.rmtree(dest)
-            staging.rename(dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+def build_initramfs(root: Path) -> bytes:
+    modules = load_order(guestkit.module_dir(root), MODULES)
+    order = "\n".join(m for m, _ in modules).encode()
+    extra = [("lib/modules/order", order)]
+    return guestkit.initramfs(root, INIT_SCRIPT, modules, extra_dirs=["mnt"], extra_files=extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="output directory")
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
-    args = parser.parse_args(argv)
-    dest: Path = args.dir
-    paths = {"dir": str(dest), "kernel": str(dest / "vmlinuz"), "initrd": str(dest / "initrd.img")}
-    if args.force or not all(Path(paths[k]).is_file() for k in ("kernel", "initrd")):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        build(dest)
-        print(f"built zeroing image in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    print(json.dumps(paths))
-    return 0
+    what = "zeroing image"
+    return guestkit.main(argv, __doc__, DEFAULT_DIR, what, build_initramfs, report_dir=True)
 
 
 if __name__ == "__main__":
