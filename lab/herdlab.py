@@ -154,7 +154,8 @@ def up(
                 return existing
             _teardown(existing.name, root, existing)
         _ensure_fabric()
-        index = labkit.free_index(Lab, root)
+        ports = _fabric_ports()
+        index = labkit.free_index(Lab, root, lambda i: any(p.startswith(f"v{i}n") for p in ports))
         lab = labkit.new_state(Lab, name, root, nodes, _plan_node, index=index, owner_pid=owner_pid)
         _forget_neighbours(lab.index)
         _make_keys(lab)
@@ -257,6 +258,17 @@ def _forget_neighbours(index: int) -> None:
     for ns in namespaces():
         if ns.startswith("hl-"):
             _run(["ip", "-n", ns, "neigh", "flush", "to", block], check=False)
+
+
+def _fabric_ports() -> set[str]:
+    """Node ports on the shared bridge, whichever checkout's lab owns them: labs of other
+    state roots share the fabric, so its real links (not our state files) say what is
+    taken and whether the fabric is still in use."""
+    if FABRIC_NS not in namespaces():
+        return set()
+    out = _run(["ip", "-n", FABRIC_NS, "-o", "link", "show"], check=False).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    return names - {"lo", BRIDGE, FABRIC_HOST_PORT}
 
 
 def _remove_fabric() -> None:
@@ -389,7 +401,7 @@ def _teardown(name: str, root: Path, lab: Lab | None) -> None:
                 _run(["ip", "-n", FABRIC_NS, "link", "del", ports[ns]], check=False)
             _run(["ip", "netns", "del", ns])
     shutil.rmtree(root / name, ignore_errors=True)
-    if not labkit.all_states(Lab, root):
+    if not labkit.all_states(Lab, root) and not _fabric_ports():
         _remove_fabric()
 
 
