@@ -7,10 +7,11 @@ their locks exist (lock names are node UUIDs, registered at start-up) without SS
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from herd.api.client import Client
 from herd.config import Node, SQLiteStore
 from herd.master.daemon import Master
+from tests.conftest import make_lab
 
 #: Bound for anything that should happen "soon"; only reached when a test fails.
 PATIENCE = 15.0
@@ -92,3 +94,41 @@ def start_thread_master(base: Path, max_running: int | None = None) -> ThreadMas
     tm = ThreadMaster(master, thread, state, sock)
     poll("the master to answer", lambda: tm.api.info())
     return tm
+
+
+@contextlib.contextmanager
+def cluster_on_lab(
+    base: Path, suffix: str, nodes: int, name: str, **settings: Any
+) -> Iterator[tuple[ThreadMaster, Any]]:
+    """A fresh lab, a master in this process and cluster ``name`` on every lab node.
+
+    Teardown removes whatever instances the tests left (a dead node does not stop it),
+    stops the master and takes the lab down.
+    """
+    labs = make_lab(suffix, nodes)
+    lab = next(labs)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
+    running = start_thread_master(base)
+    first = lab.nodes[0]
+    try:
+        running.api.run(
+            [
+                {"op": "cluster.init", "name": name, "master_node": first.name,
+                 "primary_ip": first.ip, "ssh_port": first.port, **settings},
+                *({"op": "node.add", "name": n.name, "primary_ip": n.ip, "ssh_port": n.port}
+                  for n in lab.nodes[1:]),
+            ],
+            timeout=120,
+        )  # fmt: skip
+        yield running, lab
+    finally:
+        for inst in running.api.query("instances"):
+            running.api.run(
+                [{"op": "instance.remove", "name": inst["name"], "shutdown_timeout": 0,
+                  "ignore_failures": True}],
+                timeout=120,
+            )  # fmt: skip
+        running.stop()
+        mp.undo()
+        labs.close()

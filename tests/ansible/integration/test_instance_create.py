@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.ansible.integration.runner import REPO, Run, local_host, play
-from tests.conftest import make_lab
-from tests.engine.harness import ThreadMaster, poll, start_thread_master
+from tests.engine.harness import ThreadMaster, cluster_on_lab, poll
 
 pytestmark = pytest.mark.lab
 
@@ -25,39 +24,11 @@ Env = tuple[ThreadMaster, Any, Path]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    labs = make_lab("c", 2)
-    lab = next(labs)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, n2 = lab.nodes
-    try:
-        running.api.run(
-            [
-                {
-                    "op": "cluster.init",
-                    "name": "create",
-                    "master_node": n1.name,
-                    "primary_ip": n1.ip,
-                    "ssh_port": n1.port,
-                    "enabled_hypervisors": ["fake"],
-                    "enabled_disk_templates": ["file"],
-                    "beparams": {"memory": 32},
-                },
-                {"op": "node.add", "name": n2.name, "primary_ip": n2.ip, "ssh_port": n2.port},
-            ],
-            timeout=120,
-        )
+    with cluster_on_lab(
+        tmp_path_factory.mktemp("master"), "c", 2, "create", enabled_hypervisors=["fake"],
+        enabled_disk_templates=["file"], beparams={"memory": 32},
+    ) as (running, lab):  # fmt: skip
         yield running, lab, tmp_path_factory.mktemp("plays")
-    finally:
-        for inst in running.api.query("instances"):
-            running.api.run(
-                [{"op": "instance.remove", "name": inst["name"], "shutdown_timeout": 0}],
-                timeout=120,
-            )
-        running.stop()
-        mp.undo()
-        next(labs, None)
 
 
 def spec(name: str) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from tests.ansible.integration.runner import Run, lab_nodes, local_host, play
-from tests.conftest import make_lab
-from tests.engine.harness import ThreadMaster, start_thread_master
+from tests.engine.harness import ThreadMaster, cluster_on_lab
 from tests.engine.ops.test_instance_lab import guest_pids, install_os
 
 pytestmark = pytest.mark.lab
@@ -29,47 +28,13 @@ Env = tuple[ThreadMaster, Any, Path]
 @pytest.fixture(scope="module")
 def instance_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """A two-node cluster with file and shared-file disks and the OS on every node."""
-    labs = make_lab("i", 2)
-    lab = next(labs)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, n2 = lab.nodes
-    try:
-        running.api.run(
-            [
-                {
-                    "op": "cluster.init",
-                    "name": "inst",
-                    "master_node": n1.name,
-                    "primary_ip": n1.ip,
-                    "ssh_port": n1.port,
-                    "enabled_hypervisors": ["fake"],
-                    "enabled_disk_templates": ["file", "sharedfile"],
-                },
-                {"op": "node.add", "name": n2.name, "primary_ip": n2.ip, "ssh_port": n2.port},
-            ],
-            timeout=120,
-        )
+    with cluster_on_lab(
+        tmp_path_factory.mktemp("master"), "i", 2, "inst", enabled_hypervisors=["fake"],
+        enabled_disk_templates=["file", "sharedfile"],
+    ) as (running, lab):  # fmt: skip
         for node in lab.nodes:
             install_os(node)
         yield running, lab, tmp_path_factory.mktemp("plays")
-    finally:
-        for inst in running.api.query("instances"):
-            running.api.run(
-                [
-                    {
-                        "op": "instance.remove",
-                        "name": inst["name"],
-                        "shutdown_timeout": 0,
-                        "ignore_failures": True,
-                    }
-                ],
-                timeout=120,
-            )
-        running.stop()
-        mp.undo()
-        next(labs, None)
 
 
 def instances_play(

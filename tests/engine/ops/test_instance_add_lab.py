@@ -16,8 +16,7 @@ import pytest
 
 from herd.alloc.model import VCPU_RATIO
 from herd.errors import PrerequisiteError, TemporarilyInfeasibleError
-from tests.conftest import make_lab
-from tests.engine.harness import ThreadMaster, poll, start_thread_master
+from tests.engine.harness import ThreadMaster, cluster_on_lab, poll
 
 pytestmark = pytest.mark.lab
 
@@ -29,40 +28,13 @@ FULL = int((os.cpu_count() or 1) * VCPU_RATIO)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    labs = make_lab("o", 2)
-    lab = next(labs)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, n2 = lab.nodes
-    try:
-        running.api.run(
-            [
-                {
-                    "op": "cluster.init",
-                    "name": "opp",
-                    "master_node": n1.name,
-                    "primary_ip": n1.ip,
-                    "ssh_port": n1.port,
-                    "enabled_hypervisors": ["fake"],
-                    "enabled_disk_templates": ["file"],
-                    "beparams": {"memory": 32},
-                },
-                {"op": "node.add", "name": n2.name, "primary_ip": n2.ip, "ssh_port": n2.port},
-                add("filler", primary_node=n1.name, vcpus=FULL),
-            ],
-            timeout=120,
-        )
+    with cluster_on_lab(
+        tmp_path_factory.mktemp("master"), "o", 2, "opp", enabled_hypervisors=["fake"],
+        enabled_disk_templates=["file"], beparams={"memory": 32},
+    ) as (running, lab):  # fmt: skip
+        running.api.run([add("filler", primary_node=lab.nodes[0].name, vcpus=FULL)],
+                        timeout=120)  # fmt: skip
         yield running, lab
-    finally:
-        for inst in running.api.query("instances"):
-            running.api.run(
-                [{"op": "instance.remove", "name": inst["name"], "shutdown_timeout": 0}],
-                timeout=120,
-            )
-        running.stop()
-        mp.undo()
-        next(labs, None)
 
 
 def add(name: str, **params: Any) -> dict[str, Any]:
