@@ -27,6 +27,10 @@ from herd.ops.instance_base import (
 from herd.ops.instance_common import MIRRORED, MOVABLE, get_node, instance_spec
 from herd.ops.params import Param
 
+TARGET_NODE = Param(
+    "target_node", str, doc="target node (shared storage); DRBD always goes to its secondary"
+)
+
 
 class _MoveOp(InstanceOp):
     """Picks and locks the target: the DRBD secondary, or the named node for shared disks."""
@@ -91,11 +95,7 @@ class InstanceMigrate(_MoveOp):
     SUMMARY = "Move a running instance to another node, live (or paused) by the hypervisor"
     PARAMS = (
         instance_name_param(),
-        Param(
-            "target_node",
-            str,
-            doc="target node (shared storage); DRBD always goes to its secondary",
-        ),
+        TARGET_NODE,
         Param(
             "live",
             bool,
@@ -171,11 +171,7 @@ class InstanceFailover(_MoveOp):
     SUMMARY = "Restart an instance on another node, e.g. because its primary died"
     PARAMS = (
         instance_name_param(),
-        Param(
-            "target_node",
-            str,
-            doc="target node (shared storage); DRBD always goes to its secondary",
-        ),
+        TARGET_NODE,
         Param(
             "ignore_consistency",
             bool,
