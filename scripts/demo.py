@@ -332,7 +332,7 @@ def main() -> int:
         f"\nDemo finished in {time.monotonic() - started:.0f} s. The clusters keep running:"
         f"\n  HERD_SOCKET={DEMO / 'alpha' / 'master.sock'} herd instance list"
         f"\n  HERD_SOCKET={DEMO / 'beta' / 'master.sock'} herd instance list"
-        "\nRemove everything with: sudo bash scripts/demo.sh down"
+        "\nRemove everything with: bash scripts/demo.sh down"
     )
     return 0
 

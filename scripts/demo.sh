@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: two lab clusters, an instance moved between them, a DRBD failover on qemu
-# guests. `sudo bash scripts/demo.sh --no-drbd` skips the qemu part (the first run builds
-# a guest image, ~2-3 minutes); `sudo bash scripts/demo.sh down` removes everything.
+# guests. `bash scripts/demo.sh --no-drbd` skips the qemu part (the first run builds
+# a guest image, ~2-3 minutes); `bash scripts/demo.sh down` removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != "down" ]; then
