@@ -12,12 +12,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 
 import herdlab
 
 LAB_PREFIX = "pt"
+
+# One hypothesis profile for every run, CI or not: properties are judged by what they
+# find, never by how fast a loaded 2-core machine generates examples. Tests that want
+# fewer or more examples set only max_examples; everything else comes from here.
+settings.register_profile(
+    "herd",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+settings.load_profile("herd")
 
 
 def pytest_configure(config: pytest.Config) -> None:

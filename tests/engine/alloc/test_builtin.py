@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.alloc.builtin import (
@@ -202,7 +202,7 @@ def test_evacuate_reports_instances_that_cannot_move() -> None:
         evacuate(snap, "a", mode="sideways")  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(snap=loaded_snapshot(), spec=requests_st)
 def test_placements_obey_the_hard_rules_and_never_add_n1_failures(
     snap: Snapshot, spec: InstanceRequest
@@ -227,7 +227,7 @@ def test_placements_obey_the_hard_rules_and_never_add_n1_failures(
     assert after <= before
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     free=st.lists(st.integers(1024, 32768), min_size=2, max_size=6, unique=True),
     template=st.sampled_from(["drbd", "plain"]),

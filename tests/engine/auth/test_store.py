@@ -89,7 +89,7 @@ def test_management_errors_name_the_problem(store: AuthStore) -> None:
     assert AuthStore(store.path).list("tokens") == []
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(password=st.text(min_size=1, max_size=40), other=st.text(min_size=1, max_size=40))
 def test_password_hash_accepts_exactly_its_password(password: str, other: str) -> None:
     stored = hash_password(password, n=2**4)

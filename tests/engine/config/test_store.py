@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.config import (
@@ -76,7 +76,7 @@ def _fresh_store() -> tuple[tempfile.TemporaryDirectory[str], SQLiteStore]:
     return tmp, SQLiteStore(Path(tmp.name) / "config.db")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40)
 @given(data=st.data(), kind=st.sampled_from(list(KINDS)))
 def test_add_get_update_delete_round_trip(data: st.DataObject, kind: str) -> None:
     cls = KINDS[kind]
@@ -104,7 +104,7 @@ def test_add_get_update_delete_round_trip(data: st.DataObject, kind: str) -> Non
         store.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40)
 @given(state=states())
 def test_dump_restore_round_trip(state: dict[str, list[TopObject]]) -> None:
     dump = {

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.errors import (
@@ -415,7 +415,7 @@ def run_job(lm: LockManager, owner: str, job: dict, monitor: Monitor) -> None:
         lm.release_all(owner)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(jobs=st.lists(plan, min_size=2, max_size=6))
 def test_random_jobs_never_deadlock_or_overlap(jobs: list[dict]) -> None:
     lm = LockManager()

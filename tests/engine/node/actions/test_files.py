@@ -83,7 +83,7 @@ def test_bad_mode_and_base64_name_their_field(ctx: NodeContext) -> None:
     assert not os.path.exists(ctx.root / "f")
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(data=st.binary(max_size=4096))
 def test_any_bytes_round_trip(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     ctx = NodeContext(tmp_path_factory.mktemp("rt"))

@@ -150,7 +150,7 @@ def test_extents_skip_holes(store: FileStorage) -> None:
     assert list(data_extents(store.assemble(disk())["path"])) == []
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     writes=st.lists(
         st.tuples(st.integers(0, 8 * MIB - 1), st.binary(min_size=1, max_size=9000)), max_size=8

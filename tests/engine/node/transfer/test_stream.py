@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.errors import TransferError
@@ -108,9 +108,7 @@ def test_flipped_data_byte_fails_the_checksum_and_dest_is_removed(
     assert progress.error is not None and progress.error["type"] == "TransferError"
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=25)
 @given(
     where=st.floats(min_value=0.0, max_value=0.999),
     compression=st.sampled_from(["none", "gzip-fast", "zstd-fast", "lz4"]),
