@@ -14,6 +14,7 @@ from typing import Any
 
 from herd.api.server import Route
 from herd.jobs.job import FINAL, PRIO_MAX, PRIO_MIN, STATUSES
+from herd.ops import exposure
 from herd.ops.base import Op
 from herd.ops.params import Param
 
@@ -99,18 +100,27 @@ def param_schema(param: Param) -> dict[str, Any]:
 
 
 def op_schema(op_id: str, cls: type[Op]) -> dict[str, Any]:
-    """One op as a job entry: ``{"op": ID, ...params}`` and nothing else."""
-    return {
+    """One op as a job entry: ``{"op": ID, ...params}`` and nothing else.
+
+    What only root may do (:mod:`herd.ops.exposure`) is marked ``x-herd-local-only`` with
+    the reason, so a client sees before it tries what a token will be refused.
+    """
+    properties = {p.name: param_schema(p) for p in cls.PARAMS}
+    for name, rule in exposure.REMOTE_OPS.get(op_id, {}).items():
+        properties[name]["x-herd-local-only"] = (
+            rule if isinstance(rule, str) else {key: why for key, why in rule.local.items()}
+        )
+    schema: dict[str, Any] = {
         "type": "object",
         "title": op_id,
         "description": cls.SUMMARY,
         "required": ["op", *(p.name for p in cls.PARAMS if p.required)],
-        "properties": {
-            "op": {"type": "string", "enum": [op_id]},
-            **{p.name: param_schema(p) for p in cls.PARAMS},
-        },
+        "properties": {"op": {"type": "string", "enum": [op_id]}, **properties},
         "additionalProperties": False,
     }
+    if op_id in exposure.LOCAL_OPS:
+        schema["x-herd-local-only"] = exposure.LOCAL_OPS[op_id]
+    return schema
 
 
 def job_schema() -> dict[str, Any]:

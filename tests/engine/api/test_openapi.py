@@ -73,3 +73,15 @@ def test_schemathesis_loads_the_document(doc: dict[str, Any]) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     loaded = schemathesis.openapi.from_dict(doc)
     assert all(op.ok() for op in loaded.get_all_operations())
+
+
+def test_what_only_root_may_do_is_marked(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert "x-herd-local-only" in schemas["config.restore"]
+    assert "x-herd-local-only" not in schemas["instance.start"]
+    modify = schemas["cluster.modify"]["properties"]
+    assert (
+        "domain_secret" in str(modify["domain_secret"]["x-herd-local-only"])
+        or modify["domain_secret"]["x-herd-local-only"]
+    )
+    assert "kernel_path" in modify["hvparams"]["x-herd-local-only"]
