@@ -77,11 +77,14 @@ class ThreadMaster:
         self.thread.join(PATIENCE)
         assert not self.thread.is_alive(), "master did not stop"
 
-    def wait_status(self, job_id: int, *statuses: str) -> dict[str, Any]:
+    def wait_status(
+        self, job_id: int, *statuses: str, patience: float = PATIENCE
+    ) -> dict[str, Any]:
         c = self.client()
         return poll(
             f"job {job_id} to reach {statuses}",
             lambda: (doc := c.job(job_id))["status"] in statuses and doc,
+            patience,
         )
 
 

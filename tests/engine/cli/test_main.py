@@ -126,7 +126,8 @@ def test_no_master_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_broken_pipe_is_quiet(herd_master: ThreadMaster) -> None:
     """``herd job info N | head`` must not print a traceback when head exits early."""
     job_id = herd_master.client().submit([{"op": "debug.delay", "log_messages": 3000}])
-    herd_master.wait_status(job_id, "success")
+    # 3000 log rows take a while on a loaded machine; only a hang should fail the test.
+    herd_master.wait_status(job_id, "success", patience=300)
     env = {**os.environ, "HERD_SOCKET": str(herd_master.socket)}
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     cli = subprocess.run(
