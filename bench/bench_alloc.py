@@ -12,12 +12,11 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from herd.alloc import allocate
+from herd.alloc import allocate, iallocator
 from herd.alloc.model import GroupState, InstanceRequest, NodeState, Snapshot
 
-HAIL = Path("/usr/lib/ganeti/iallocators/hail")
+HAIL = "hail"
 
 
 def build(nodes: int) -> Snapshot:
@@ -55,7 +54,7 @@ def main() -> None:
     builtin = median_ms(lambda: allocate(snap, spec), args.rounds)
     print(f"{args.nodes} nodes, {len(snap.instances)} instances")
     print(f"builtin: {builtin:8.2f} ms  -> {allocate(snap, spec).nodes}")
-    if HAIL.exists():
+    if HAIL in iallocator.installed():
         hail = median_ms(lambda: allocate(snap, spec, allocator=HAIL), args.rounds)
         print(f"hail:    {hail:8.2f} ms  -> {allocate(snap, spec, allocator=HAIL).nodes}")
         print(f"hail / builtin = {hail / builtin:.1f}x")

@@ -17,7 +17,8 @@ Layout (all names derive from the lab name, so ``down`` can always find them aga
   as clusters that move instances between them must;
 * inside each node's private mount namespace: a tmpfs on /run (sshd's privsep dir), the
   node's own data directory bind-mounted on /var/lib/herd-node, and a passwd copy whose
-  root home is the node's own empty home (no heavy ~/.bashrc on every exec).
+  root home is the node's own empty home (no heavy ~/.bashrc on every exec) and which
+  holds the qemu user (``herd-qemu``, created on the host first).
 
 Everything is recorded in ``<root>/<name>/state.json`` (root: ``$HERD_LAB_ROOT`` or the
 repository's ``.lab/``); the root must not live under /run, which nodes mount over.
@@ -337,11 +338,25 @@ def _passwd_with_home(home: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _start_sshds(lab: Lab, sshd: str) -> None:
-    """Start every node's sshd in parallel and wait for their pid files, not a fixed sleep."""
+def restart_sshd(lab: Lab, node: LabNode, sshd: str = SSHD) -> None:
+    """Start a node's sshd again after a test killed it (``LabNode.kill_sshd``)."""
+    _start_sshds(lab, sshd, [node])
+
+
+def _start_sshds(lab: Lab, sshd: str, nodes: Sequence[LabNode] = ()) -> None:
+    """Start every node's sshd (or just ``nodes``') in parallel and wait for their pid
+    files, not a fixed sleep.
+
+    The qemu user is made on the host first: the nodes' passwd is a copy taken here and
+    bind-mounted, so a node could not add the user to it later.
+    """
+    from herd.node.hv.kvm import qemu_user  # the engine's own rule for that user
+
+    qemu_user()
     Path(NODE_STATE_PATH).mkdir(parents=True, exist_ok=True)
     launchers = []
-    for node in lab.nodes:
+    nodes = nodes or lab.nodes
+    for node in nodes:
         ndir = Path(node.dir)
         (ndir / "sshd_config").write_text(_sshd_config(lab, node))
         (ndir / "authorized_keys").write_text(lab.public_key + "\n")
@@ -369,7 +384,7 @@ def _start_sshds(lab: Lab, sshd: str) -> None:
         if proc.returncode != 0:
             raise LabError(f"sshd of {node.name} failed to start: {err.strip()}{_log_tail(node)}")
     deadline = time.monotonic() + SSHD_START_TIMEOUT
-    for node in lab.nodes:
+    for node in nodes:
         while node.sshd_pid() is None:
             if time.monotonic() > deadline:
                 raise LabError(f"sshd of {node.name} wrote no pid file{_log_tail(node)}")

@@ -98,8 +98,8 @@ def build_cluster(cluster: str, nodes: int, secret: str | None) -> None:
     env = cluster_env(cluster)
     step(f"herd cluster init {cluster}: starts the master, makes the CA and the SSH key")
     first = lab.nodes[0]
-    extra = ["--domain-secret", secret] if secret else []
-    with_env = {**os.environ, **env}
+    # The secret goes through the environment: on the command line ps would show it.
+    with_env = {**os.environ, **env, **({"HERD_DOMAIN_SECRET": secret} if secret else {})}
     cmd = [
         "herd",
         "cluster",
@@ -117,9 +117,9 @@ def build_cluster(cluster: str, nodes: int, secret: str | None) -> None:
         "file,plain,drbd",
         "--zeroing-image",
         str(ZEROING_IMAGE),
-        *extra,
     ]
-    print("$ " + " ".join(c if c != secret else "<domain secret>" for c in cmd), flush=True)
+    shown = "HERD_DOMAIN_SECRET=<domain secret> " if secret else ""
+    print("$ " + shown + " ".join(cmd), flush=True)
     subprocess.run(cmd, env=with_env, check=True)
     for node in lab.nodes[1:]:
         herd(

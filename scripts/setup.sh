@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 debs=(
   openssh-server openssh-client iproute2 procps socat zstd lz4 lzop  # lab nodes, transfers
+  iptables                                                            # fault injection (cut links)
   e2fsprogs fdisk util-linux ganeti-os-noop                           # OS API (herd-image, noop)
   drbd-utils lvm2                                                     # DRBD/LVM backends
   qemu-system-x86 qemu-utils busybox-static debootstrap               # kvm guests, VM nodes

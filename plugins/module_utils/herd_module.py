@@ -26,6 +26,22 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
 #: Job states in which a job can still change the cluster.
 UNFINISHED = ("queued", "waiting", "running")
 
+#: Keys under which the master's objects keep secrets: the cluster domain secret and a DRBD
+#: disk's shared secret (the engine declares them in herd.config.model; a unit test keeps
+#: the two sets equal). The master already redacts them; hiding them here too means no
+#: task result shows one, whatever master answered.
+SECRET_KEYS = frozenset(("domain_secret", "secret"))
+REDACTED = "<redacted>"
+
+
+def redact(value: Any, hide: bool = False) -> Any:
+    """A copy of ``value`` with every leaf under a key of SECRET_KEYS replaced by REDACTED."""
+    if isinstance(value, dict):
+        return {k: redact(v, hide or k in SECRET_KEYS) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, hide) for v in value]
+    return REDACTED if hide and value is not None else value
+
 
 def pending_job(client: HerdClient, op_id: str, name: str) -> int | None:
     """The id of an unfinished job with an ``op_id`` op on object ``name``, if any."""
@@ -94,11 +110,15 @@ class HerdModule:
             self.changed = job_changed(exc.job)
         self.module.fail_json(
             msg=str(exc),
-            error=exc.to_dict(),
-            changed=self.changed,
-            job_ids=self.job_ids,
-            job_log=self.job_log,
-            **extra,
+            **redact(
+                {
+                    "error": exc.to_dict(),
+                    "changed": self.changed,
+                    "job_ids": self.job_ids,
+                    "job_log": self.job_log,
+                    **extra,
+                }
+            ),
         )
 
     def apply(self, ops: list[dict[str, Any]], what: str) -> bool:
@@ -163,4 +183,4 @@ class HerdModule:
             result["job_ids"] = self.job_ids
             result["job_log"] = self.job_log
         result.update(values)
-        self.module.exit_json(**result)
+        self.module.exit_json(**redact(result))

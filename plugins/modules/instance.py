@@ -145,8 +145,10 @@ options:
     type: str
   iallocator:
     description:
-      - Path of an external allocator (Ganeti iallocator protocol) that places a new
-        instance instead of the built-in allocator. Creation only.
+      - Name of an external allocator (Ganeti iallocator protocol) that places a new
+        instance instead of the built-in allocator, for example C(hail). It is looked
+        up on the master in C(/usr/lib/ganeti/iallocators) and C(/usr/lib/herd/iallocators);
+        a path is refused. Creation only.
     type: str
   opportunistic:
     description:

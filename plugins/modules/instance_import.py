@@ -51,7 +51,9 @@ options:
     description: DRBD secondary node, with O(primary_node).
     type: str
   iallocator:
-    description: Path of an external iallocator.
+    description: >-
+      Name of an external iallocator (for example C(hail)) installed on the master in
+      C(/usr/lib/ganeti/iallocators) or C(/usr/lib/herd/iallocators); a path is refused.
     type: str
   start:
     description: Start the instance (default if it was running when exported).

@@ -49,9 +49,11 @@ options:
     default: all
   iallocator:
     description:
-      - Path (on the master) of an external iallocator (Ganeti protocol) that chooses the
-        targets of whole-instance moves instead of the built-in allocator.
-    type: path
+      - Name of an external iallocator (Ganeti protocol), for example C(hail), that chooses
+        the targets of whole-instance moves instead of the built-in allocator. It is looked
+        up on the master in C(/usr/lib/ganeti/iallocators) and C(/usr/lib/herd/iallocators);
+        a path is refused.
+    type: str
   target_group:
     description:
       - Node group to move non-mirrored instances to. Shared-file instances can only move
@@ -302,7 +304,7 @@ def main() -> None:
                 "choices": ["all", "primary-only", "secondary-only"],
                 "default": "all",
             },
-            "iallocator": {"type": "path"},
+            "iallocator": {"type": "str"},
             "target_group": {"type": "str"},
             "live": {"type": "bool", "default": True},
             "drain": {"type": "bool", "default": False},

@@ -26,6 +26,7 @@ from hypothesis import settings  # noqa: E402
 
 from herd.jobs.job import CANCELED, QUEUED, WAITING  # noqa: E402
 from tests.engine.api.https_master import HTTPSMaster, start_https_master  # noqa: E402
+from tests.faults.record import record  # noqa: E402
 
 FULL = os.environ.get("HERD_FAULTS_ALL") == "1"
 EXAMPLES = int(os.environ.get("HERD_FUZZ_EXAMPLES", "200" if FULL else "25"))
@@ -74,6 +75,10 @@ def test_api_answers_every_request_cleanly(case: Any, fuzz_master: dict[str, Any
         # A long poll may legitimately wait its whole timeout; keep the run short.
         case.query["timeout"] = "0.1"
     response = case.call(base_url=https.url, session=session, verify=session.verify, timeout=60)
+    clean = response.status_code in (200, 401, 403, 404, 409, 429) or (
+        response.status_code == 400 and bool(response.json()["error"]["details"].get("field"))
+    )
+    record(f"{case.method} {case.path}", clean, kind="input", status=response.status_code)
     assert response.status_code != 500, response.text
     assert response.status_code in (200, 400, 401, 403, 404, 409, 429), response.text
     body = response.json()

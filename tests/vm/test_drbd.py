@@ -9,12 +9,14 @@ resynced, and a removal whose port and minors the next disk gets again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import vmnodes
 
+from herd.ops import orphans
 from tests.engine.harness import ThreadMaster
 from tests.vm.helpers import (
     checksum,
@@ -133,3 +135,29 @@ def test_remove_gives_back_port_and_minors(cluster: Any) -> None:
     )
     again = disk_params(running, "d2")
     assert again["port"] == params["port"] and again["minors"] == params["minors"]
+
+
+def test_verify_names_orphan_lvs_drbd_resources_and_minors(cluster: Any) -> None:
+    running, lab = cluster
+    n1, n2 = lab.nodes
+    assert run(running, "cluster.verify")["orphans"] == {n.name: [] for n in lab.nodes}
+    stray, port = str(uuid.uuid4()), running.api.query("cluster")["drbd_port_range"][1]
+    # A minor that is only allocated (Unconfigured) holds nothing; one with a network
+    # configuration is in use and listens on its port, as a leftover resource would.
+    n1.ssh(
+        f"lvcreate --yes -L 4m -n {stray}.disk0 herd && touch /etc/drbd.d/herd-{stray}.res && "
+        "drbdsetup new-resource stray && drbdsetup new-minor stray 99 0 && "
+        f"drbdsetup connect stray ipv4:{n1.ip}:{port} ipv4:{n2.ip}:{port} --protocol=C"
+    )
+    try:
+        report = run(running, "cluster.verify")
+        assert {(o["code"], o["object"]) for o in report["orphans"][n1.name]} == {
+            (orphans.ORPHAN_LV, f"herd/{stray}.disk0"),
+            (orphans.ORPHAN_DRBD, f"/etc/drbd.d/herd-{stray}.res"),
+            (orphans.ORPHAN_DRBD, "minor 99"),
+            (orphans.ORPHAN_PORT, f"tcp/{port}"),
+        }
+        assert report["orphans"][lab.nodes[1].name] == []
+    finally:
+        n1.ssh(f"drbdsetup down stray; lvremove --yes herd/{stray}.disk0; "
+               f"rm -f /etc/drbd.d/herd-{stray}.res")  # fmt: skip

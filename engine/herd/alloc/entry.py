@@ -9,9 +9,7 @@ pointless (PrerequisiteError with the reasons per node).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
-from pathlib import Path
 
 from herd.alloc import builtin, iallocator
 from herd.alloc.builtin import Placement
@@ -22,11 +20,11 @@ from herd.errors import PrerequisiteError, TemporarilyInfeasibleError, Validatio
 def allocate(
     snap: Snapshot,
     request: InstanceRequest,
-    allocator: str | os.PathLike[str] | None = None,
+    allocator: str | None = None,
     only_nodes: Collection[str] | None = None,
     timeout: float = iallocator.DEFAULT_TIMEOUT,
 ) -> Placement:
-    """Place ``request`` with the built-in allocator, or the iallocator at ``allocator``.
+    """Place ``request`` with the built-in allocator, or the iallocator named ``allocator``.
 
     Nothing is written anywhere: the answer is a proposal the caller commits, or only
     shows for a dry run, so allocation itself needs no dry-run mode.
@@ -48,28 +46,29 @@ def allocate(
 
 
 def _external(
-    allocator: str | os.PathLike[str],
+    allocator: str,
     snap: Snapshot,
     request: InstanceRequest,
     only_nodes: Collection[str] | None,
     timeout: float,
 ) -> Placement:
-    name = Path(allocator).name
     nodes, info = iallocator.external_allocate(allocator, snap, request, only_nodes, timeout)
     if nodes is None:
         if only_nodes is not None:
             anywhere, _ = iallocator.external_allocate(allocator, snap, request, None, timeout)
             if anywhere is not None:
-                raise _temporarily(request, only_nodes, name, tuple(anywhere))
+                raise _temporarily(request, only_nodes, allocator, tuple(anywhere))
         raise PrerequisiteError(
-            f"iallocator {name} found no placement for {request.name}: {info}",
-            allocator=str(allocator),
+            f"iallocator {allocator} found no placement for {request.name}: {info}",
+            allocator=allocator,
             instance=request.name,
         )
     primary = nodes[0]
     secondary = nodes[1] if len(nodes) > 1 else None
     score = builtin.score(snap, request, primary, secondary)
-    return Placement(primary, secondary, score, (f"iallocator {name}: {info}",), allocator=name)
+    return Placement(
+        primary, secondary, score, (f"iallocator {allocator}: {info}",), allocator=allocator
+    )
 
 
 def _temporarily(

@@ -5,12 +5,20 @@ one JSON document to a file, run the program with that file's path as its only a
 and read ``{"success", "info", "result"}`` from its stdout. An external program is not
 trusted: a crash, a timeout, bad JSON or a result naming unknown, unusable or too few
 nodes is refused with an error naming the allocator and what was wrong.
+
+Allocators are *named*, never given as a path: whoever may create an instance must not
+be able to make the master (root) execute a program of their choice. A name is looked
+up only in :data:`SEARCH_PATH`, the directories where packages install allocators
+(Ganeti's ``hail`` lives in ``/usr/lib/ganeti/iallocators``). The program is run with an
+argv list and no shell, and every caller-controlled string (OS name, tags, NIC links)
+reaches it only inside the JSON input file, so none of them can become a command.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Collection
@@ -29,6 +37,16 @@ from herd.errors import HerdError, PrerequisiteError, ValidationError
 
 PROTOCOL_VERSION = 2
 DEFAULT_TIMEOUT = 60.0
+
+#: Where named allocators are looked up, in order: Ganeti's directory (so ``hail`` from
+#: ganeti-htools works as is) and Herd's own. Deliberately not a parameter of any op.
+SEARCH_PATH: tuple[Path, ...] = (
+    Path("/usr/lib/ganeti/iallocators"),
+    Path("/usr/lib/herd/iallocators"),
+)
+#: Letters, digits, '-', '_' and '.', not starting with '.': no path, no hidden file.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+_NAME_RULE = "letters, digits, '-', '_' and '.' (not starting with '.'), at most 64"
 
 #: Bounds wide enough that the instance policy never refuses what Herd itself accepts;
 #: Herd has no ipolicy yet, but allocators such as hail require one per group.
@@ -185,19 +203,72 @@ def relocate_request(snap: Snapshot, instance: str) -> dict[str, Any]:
     }
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an allocator, or None; for values checked elsewhere
+    (``dest_iallocator`` is looked up by the destination cluster)."""
+    if _NAME_RE.match(name):
+        return None
+    return f"the name of an iallocator: {_NAME_RULE} characters"
+
+
+def installed() -> list[str]:
+    """The names of the allocators found in :data:`SEARCH_PATH`, for error messages."""
+    names = set()
+    for directory in SEARCH_PATH:
+        if directory.is_dir():
+            names.update(
+                p.name for p in directory.iterdir() if _NAME_RE.match(p.name) and _runnable(p)
+            )
+    return sorted(names)
+
+
+def _runnable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _where() -> str:
+    found = ", ".join(installed()) or "none installed"
+    dirs = " or ".join(str(d) for d in SEARCH_PATH)
+    return f"the name of an iallocator in {dirs} ({found})"
+
+
+def allocator_problem(name: str) -> str | None:
+    """Why ``name`` is not an installed allocator, or None: the check of every op's
+    ``iallocator`` parameter, so a bad one is refused when the job is submitted."""
+    return name_problem(name) or (None if _lookup(name) else _where())
+
+
+def _lookup(name: str) -> Path | None:
+    for directory in SEARCH_PATH:
+        candidate = directory / name
+        if _runnable(candidate):
+            return candidate
+    return None
+
+
+def find(name: str, field: str = "iallocator") -> Path:
+    """The program of the allocator called ``name``; anything else is a ValidationError."""
+    problem = name_problem(name) if isinstance(name, str) else "a string"
+    path = _lookup(name) if problem is None else None
+    if path is None:
+        raise ValidationError(field, name, problem or _where())
+    return path
+
+
 def run(
-    allocator: str | os.PathLike[str],
+    allocator: str,
     message: dict[str, Any],
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """Run one allocator on one input message and return its parsed, well-formed answer.
+    """Run the allocator named ``allocator`` on one input message and return its parsed,
+    well-formed answer.
 
     ``success: false`` is a normal answer (no placement), returned for the caller to
     judge; everything else that is not the protocol is an error naming the allocator.
+    The name is resolved again here, not trusted from submit time: the one place a
+    program is executed must itself refuse a path.
     """
-    path = Path(allocator)
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise ValidationError("allocator", str(path), "the path of an executable iallocator")
+    path = find(allocator)
     with tempfile.NamedTemporaryFile("w", prefix="herd-ialloc-", suffix=".json") as fh:
         json.dump(message, fh)
         fh.flush()
@@ -206,33 +277,33 @@ def run(
                 [str(path), fh.name], capture_output=True, text=True, timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired:
-            raise _fault(path, f"did not answer within {timeout:g} s") from None
+            raise _fault(allocator, f"did not answer within {timeout:g} s") from None
         except OSError as exc:
-            raise _fault(path, f"could not be started: {exc}") from exc
+            raise _fault(allocator, f"could not be started: {exc}") from exc
     if proc.returncode != 0:
         output = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise _fault(path, f"exited with status {proc.returncode}: {output}")
+        raise _fault(allocator, f"exited with status {proc.returncode}: {output}")
     try:
         answer = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
-        raise _fault(path, f"did not print JSON ({exc}): {proc.stdout[:200]!r}") from None
+        raise _fault(allocator, f"did not print JSON ({exc}): {proc.stdout[:200]!r}") from None
     if not isinstance(answer, dict):
-        raise _fault(path, f"answered {type(answer).__name__}, not an object")
+        raise _fault(allocator, f"answered {type(answer).__name__}, not an object")
     # Ganeti still accepts the pre-2.0 key "nodes" for "result".
     if "result" not in answer and "nodes" in answer:
         answer["result"] = answer["nodes"]
     for key, kind in (("success", bool), ("info", str), ("result", object)):
         if key not in answer or not isinstance(answer[key], kind):
-            raise _fault(path, f"answer lacks a valid {key!r}: {answer!r:.200}")
+            raise _fault(allocator, f"answer lacks a valid {key!r}: {answer!r:.200}")
     return answer
 
 
-def _fault(path: Path, problem: str) -> HerdError:
-    return HerdError(f"iallocator {path.name}: {problem}", allocator=str(path), problem=problem)
+def _fault(name: str, problem: str) -> HerdError:
+    return HerdError(f"iallocator {name}: {problem}", allocator=name, problem=problem)
 
 
 def validate_nodes(
-    allocator: str | os.PathLike[str],
+    allocator: str,
     snap: Snapshot,
     answer: dict[str, Any],
     required: int,
@@ -244,32 +315,31 @@ def validate_nodes(
     A broken allocator must not put an instance on a drained node or split a DRBD pair
     across groups, so the hard rules are checked here whatever the program said.
     """
-    path = Path(allocator)
     result = answer["result"]
     if not isinstance(result, list) or not all(isinstance(n, str) for n in result):
-        raise _fault(path, f"result must be a list of node names, got {result!r:.200}")
+        raise _fault(allocator, f"result must be a list of node names, got {result!r:.200}")
     if len(result) != required:
-        raise _fault(path, f"returned {len(result)} nodes {result}, expected {required}")
+        raise _fault(allocator, f"returned {len(result)} nodes {result}, expected {required}")
     if len(set(result)) != len(result):
-        raise _fault(path, f"returned the same node twice: {result}")
+        raise _fault(allocator, f"returned the same node twice: {result}")
     for name in result:
         if name not in snap.nodes:
-            raise _fault(path, f"returned unknown node {name!r}")
+            raise _fault(allocator, f"returned unknown node {name!r}")
         node = snap.nodes[name]
         bad = [w for w, on in (("offline", node.offline), ("drained", node.drained)) if on]
         if not node.vm_capable:
             bad.append("not vm_capable")
         if bad:
-            raise _fault(path, f"returned node {name} which is {' and '.join(bad)}")
+            raise _fault(allocator, f"returned node {name} which is {' and '.join(bad)}")
         if only_nodes is not None and name not in only_nodes:
-            raise _fault(path, f"returned node {name} outside the locked nodes")
+            raise _fault(allocator, f"returned node {name} outside the locked nodes")
     if mirrored and len({snap.nodes[n].group for n in result}) > 1:
-        raise _fault(path, f"returned nodes {result} in different node groups")
+        raise _fault(allocator, f"returned nodes {result} in different node groups")
     return result
 
 
 def external_allocate(
-    allocator: str | os.PathLike[str],
+    allocator: str,
     snap: Snapshot,
     spec: InstanceRequest,
     only_nodes: Collection[str] | None = None,
@@ -285,7 +355,7 @@ def external_allocate(
 
 
 def external_relocate(
-    allocator: str | os.PathLike[str],
+    allocator: str,
     snap: Snapshot,
     instance: str,
     timeout: float = DEFAULT_TIMEOUT,
@@ -295,14 +365,13 @@ def external_relocate(
     answer = run(allocator, build_request(snap, relocate_request(snap, instance)), timeout)
     if not answer["success"]:
         raise PrerequisiteError(
-            f"iallocator {Path(allocator).name} found no new secondary for {instance}: "
-            f"{answer['info']}",
-            allocator=str(allocator),
+            f"iallocator {allocator} found no new secondary for {instance}: {answer['info']}",
+            allocator=allocator,
             instance=instance,
         )
     (node,) = validate_nodes(allocator, snap, answer, 1, mirrored=False)
     if node in (inst.primary, inst.secondary):
-        raise _fault(Path(allocator), f"relocated {instance} onto its own node {node}")
+        raise _fault(allocator, f"relocated {instance} onto its own node {node}")
     if snap.nodes[node].group != snap.nodes[inst.primary].group:
-        raise _fault(Path(allocator), f"relocated {instance} to {node} in another group")
+        raise _fault(allocator, f"relocated {instance} to {node} in another group")
     return node

@@ -267,8 +267,9 @@ class Client:
         query = {"names": ",".join(names)} if names else None
         return self.request("GET", f"/v1/query/{quote(kind)}", query=query)["items"]
 
-    def dump(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/config")
+    def dump(self, with_secrets: bool = False) -> dict[str, Any]:
+        """The whole state; secrets redacted unless ``with_secrets`` (root, local socket)."""
+        return self.request("GET", "/v1/config", query={"secrets": "1"} if with_secrets else None)
 
     def queue(self) -> dict[str, Any]:
         return self.request("GET", "/v1/queue")

@@ -1,8 +1,9 @@
 """API version 1: jobs in, state out. Nothing here changes the cluster except by a job.
 
 The same table serves the root-only socket and HTTPS; what differs is decided per request
-from the :class:`Caller`: remote callers cannot set ``local_only`` op parameters, read the
-secret-bearing state dump, or manage API credentials.
+from the :class:`Caller`: remote callers cannot run local-only ops or set local-only
+parameters (:mod:`herd.ops.exposure` says which), read the secret-bearing state dump, or
+manage API credentials.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from herd import __version__
+from herd.api import openapi
 from herd.api.server import Caller, Router
 from herd.auth import AuthStore
 from herd.config.model import Instance, Node
-from herd.config.store import Store
+from herd.config.store import Store, redact_dump
 from herd.errors import ForbiddenError, HerdError, NotFoundError, ValidationError
 from herd.jobs.job import STATUSES
 from herd.jobs.queue import JobQueue
 from herd.locking import LockManager
+from herd.ops import exposure
 from herd.ops.base import registry
 from herd.ops.instance_common import disk_arg
+from herd.ops.params import INT_MAX
 
 QUERY_KINDS = {"nodegroups": "nodegroup", "nodes": "node", "instances": "instance"}
 MAX_WAIT = 60.0
-LOCAL_ONLY = "not settable over a remote API"
 #: Seconds a live query waits for one node answer: a dead node must not hang a read.
 LIVE_TIMEOUT = 5.0
 LIVE_WORKERS = 8
@@ -75,14 +78,18 @@ def live_state(services: Any, inst: Instance, nodes: dict[str, Node]) -> dict[st
 
 
 def _int(query: dict[str, str], key: str, default: int | None, minimum: int = 0) -> int | None:
-    if key not in query:
-        return default
+    return default if key not in query else _parse_int(key, query[key], minimum)
+
+
+def _parse_int(key: str, raw: str, minimum: int = 0) -> int:
+    """An integer the job store can look up: SQLite's INTEGER ends at 2**63-1."""
+    allowed = f"an integer from {minimum} to {INT_MAX}"
     try:
-        value = int(query[key])
+        value = int(raw)
     except ValueError:
-        raise ValidationError(key, query[key], f"an integer of at least {minimum}") from None
-    if value < minimum:
-        raise ValidationError(key, value, f"an integer of at least {minimum}")
+        raise ValidationError(key, raw, allowed) from None
+    if not minimum <= value <= INT_MAX:
+        raise ValidationError(key, value, allowed)
     return value
 
 
@@ -96,36 +103,14 @@ def _float(query: dict[str, str], key: str, default: float, maximum: float) -> f
     return value
 
 
-def refuse_local_only(ops: Any, prefix: str = "") -> None:
-    """Refuse op parameters marked ``local_only`` in a job that came over the network.
-
-    Such parameters weaken the cluster's own protections (Ganeti's design: cipher bypassing
-    for moves must never be reachable from RAPI), so only root on the master may set them.
-    Shapes are left to the queue's validation; this only looks for the marked fields.
-    """
-    ops_by_id = registry()
-    for i, raw in enumerate(ops if isinstance(ops, list) else []):
-        cls = ops_by_id.get(raw.get("op")) if isinstance(raw, dict) else None
-        for param in cls.PARAMS if cls else ():
-            if param.extra.get("local_only") and raw.get(param.name) is not None:
-                field = f"{prefix}ops[{i}].{param.name}"
-                raise ValidationError(
-                    field,
-                    raw[param.name],
-                    LOCAL_ONLY,
-                    message=f"field '{field}' is {LOCAL_ONLY}: "
-                    "set it as root on the master (herd CLI over the local socket)",
-                )
-
-
-def _remote_job(spec: Any, prefix: str, caller: Caller, now: float) -> Any:
-    """Check a remotely submitted job and add who sent it to its reason trail."""
+def _remote_job(spec: Any, caller: Caller, now: float) -> Any:
+    """Add who sent a remotely submitted job to its reason trail, which also marks its
+    origin: the runner holds jobs it spawns to the same rules (``herd.ops.exposure``)."""
     if not isinstance(spec, dict):
         return spec
-    refuse_local_only(spec.get("ops"), prefix)
     assert caller.principal is not None
     reason = spec.get("reason", [])
-    entry = ["api:https", f"{caller.principal.describe()} from {caller.address}", now]
+    entry = [exposure.REMOTE_SOURCE, f"{caller.principal.describe()} from {caller.address}", now]
     return {**spec, "reason": [*reason, entry] if isinstance(reason, list) else reason}
 
 
@@ -160,14 +145,16 @@ def build_router(
                 raise ValidationError("jobs", body.get("jobs"), "a non-empty list of job objects")
             specs = body["jobs"]
             if caller.remote:
-                specs = [_remote_job(s, f"jobs[{i}].", caller, now) for i, s in enumerate(specs)]
+                exposure.refuse_remote_jobs(specs, "jobs")
+                specs = [_remote_job(s, caller, now) for s in specs]
             return {"job_ids": queue.submit_many(specs)}
-        return {
-            "job_id": queue.submit(_remote_job(body, "", caller, now) if caller.remote else body)
-        }
+        if caller.remote:
+            exposure.refuse_remote_jobs([body])
+            body = _remote_job(body, caller, now)
+        return {"job_id": queue.submit(body)}
 
     def job_id(raw: str) -> int:
-        return int(raw)
+        return _parse_int("job_id", raw)
 
     def list_jobs(query: dict[str, str], body: Any) -> dict[str, Any]:
         return {"items": queue.list(query.get("status"), _int(query, "limit", None, 1))}
@@ -203,7 +190,7 @@ def build_router(
         for obj in store.list(QUERY_KINDS[kind]):
             if wanted and obj.name not in wanted:
                 continue
-            doc = obj.to_dict()
+            doc = obj.to_dict(redact=True)
             if kind == "nodes":
                 doc["group_name"] = groups.get(obj.group)
             elif kind == "instances":
@@ -232,8 +219,13 @@ def build_router(
                 doc.update(state)
 
     def dump(query: dict[str, str], body: Any, caller: Caller) -> dict[str, Any]:
-        _local_only(caller, "the whole-state dump carries the cluster's secrets: readable")
-        return store.dump()
+        """The whole state, its secrets redacted unless root asks for them (``secrets=1``):
+        only that full dump can be restored, and only root on the master may read it."""
+        secrets = query.get("secrets", "0")
+        if secrets not in ("0", "1"):
+            raise ValidationError("secrets", secrets, "0 or 1")
+        _local_only(caller, "the whole-state dump is readable")
+        return store.dump() if secrets == "1" else redact_dump(store.dump())
 
     def queue_info(query: dict[str, str], body: Any) -> dict[str, Any]:
         return {"max_running": queue.max_running, "counts": queue.counts()}
@@ -268,6 +260,10 @@ def build_router(
             ]
         }
 
+    def openapi_doc(query: dict[str, str], body: Any) -> dict[str, Any]:
+        """This API as an OpenAPI 3.1 document, generated from the route table and the ops."""
+        return openapi.document(r.routes, registry(), __version__)
+
     def list_credentials(kind: str, query: dict[str, str], body: Any, caller: Caller) -> Any:
         _local_only(caller, "API credentials are managed")
         return {"items": auth.list(kind)}
@@ -301,11 +297,12 @@ def build_router(
     r.add("POST", r"/v1/jobs/(\d+)/cancel", cancel_job)
     r.add("GET", "/v1/query/cluster", query_cluster)
     r.add("GET", r"/v1/query/(nodegroups|nodes|instances)", query_kind, query=("names", "live"))
-    r.add("GET", "/v1/config", dump, caller=True)
+    r.add("GET", "/v1/config", dump, query=("secrets",), caller=True)
     r.add("GET", "/v1/queue", queue_info)
     r.add("PUT", "/v1/queue", queue_set, body=True)
     r.add("GET", "/v1/locks", lock_info)
     r.add("GET", "/v1/ops", ops_info)
+    r.add("GET", "/v1/openapi.json", openapi_doc)
     r.add("GET", "/v1/auth/(tokens|users)", list_credentials, caller=True)
     r.add("POST", "/v1/auth/(tokens|users)", create_credential, body=True, caller=True)
     r.add("DELETE", "/v1/auth/(tokens|users)/([^/]+)", remove_credential, caller=True)

@@ -46,6 +46,9 @@ MAX_BODY = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: An idle kept-alive HTTPS connection is closed after this; longer than any long-poll.
 IDLE_TIMEOUT = 120.0
+#: HTTPS connections served at once (one thread each); more are closed as soon as accepted
+#: rather than queued, so a flood of connections cannot grow the master without bound.
+MAX_HTTPS_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class Router:
         """``caller=True`` hands the handler a ``caller`` keyword (a :class:`Caller`)."""
         self._routes.append(Route(method, re.compile("^" + pattern + "$"), fn, query, body, caller))
 
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The table as registered; the OpenAPI document is generated from it."""
+        return tuple(self._routes)
+
     def dispatch(
         self, method: str, path: str, query: dict[str, str], body: Any, caller: Caller = LOCAL
     ) -> Any:
@@ -110,7 +118,7 @@ class Router:
                 continue
             for key in sorted(set(query) - set(route.query)):
                 raise ValidationError(
-                    key,
+                    key or "query",
                     query[key],
                     "query parameters " + ", ".join(route.query)
                     if route.query
@@ -189,10 +197,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
+        if self.close_connection:
+            # Said out loud, so a keep-alive client reconnects for its next request instead
+            # of sending it down a connection that is about to close.
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What http.server refuses by itself (a method with no handler, a malformed request
+        line, oversized headers) is answered in the API's own JSON error shape, so a client
+        never has to parse an HTML page; the connection's state is unknown, so it closes."""
+        self.close_connection = True
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:
+            error: HerdError = ValidationError("method", self.command, "GET, POST, PUT or DELETE")
+        else:
+            error = HerdError(message or HTTPStatus(code).phrase, status=code)
+            error.http_status = code
+        self._send(error.http_status, {"error": error.to_dict()})
 
     def address_string(self) -> str:
         return "unix"
@@ -238,6 +263,8 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
     #: instant fail with EAGAIN (a Unix socket does not retry the way TCP SYNs do), which
     #: playbooks creating many instances side by side hit at once.
     request_queue_size = 128
+    #: Connections served at once; ``None`` is no cap (the root-only socket needs none).
+    max_connections: int | None = None
     router: Router
 
     def _track(self, router: Router) -> None:
@@ -251,8 +278,19 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
-            self._open.add(request)
+            full = self.max_connections is not None and len(self._open) >= self.max_connections
+            if not full:
+                self._open.add(request)
+        if full:
+            log.warning("refused a connection from %s: %d open", client_address, len(self._open))
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)  # type: ignore[misc]
+
+    def connections(self) -> int:
+        """Connections being served now (each holds a thread)."""
+        with self._open_lock:
+            return len(self._open)
 
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
@@ -297,10 +335,12 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
     """The same API over TLS for remote clients; every request must authenticate.
 
     Credentials are checked before the body is read, read-only principals may only GET,
-    and an address that keeps failing is refused for a while (``limiter``).
+    and an address that keeps failing is refused for a while (``limiter``). At most
+    ``max_connections`` connections are served at once.
     """
 
     allow_reuse_address = True
+    max_connections = MAX_HTTPS_CONNECTIONS
 
     def __init__(
         self,
@@ -323,14 +363,7 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
 
     def admit(self, handler: _RequestHandler, method: str) -> Caller:
         address = str(handler.client_address[0])
-        self.limiter.check(address)
-        header = handler.headers.get("Authorization")
-        try:
-            principal = self.auth.authenticate(header)
-        except AuthenticationError:
-            if header:
-                self.limiter.failed(address)
-            raise
+        principal = self._authenticate(address, handler.headers.get("Authorization"))
         if principal.read_only and method != "GET":
             raise ForbiddenError(
                 f"{principal.describe()} is read-only: only GET requests are allowed",
@@ -338,6 +371,21 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
                 method=method,
             )
         return Caller("https", principal, address)
+
+    def _authenticate(self, address: str, header: str | None) -> Principal:
+        """Every attempt that carries credentials holds one of its address's failure
+        slots while it is checked, so parallel guesses beyond the budget are refused before
+        any of them runs scrypt. A request without credentials costs nothing to refuse."""
+        if not header:
+            return self.auth.authenticate(header)
+        slot = self.limiter.reserve(address)
+        try:
+            principal = self.auth.authenticate(header)
+        except RateLimitedError:
+            self.limiter.release(address, slot)  # never checked: not a failure
+            raise
+        self.limiter.release(address, slot)
+        return principal
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Failed handshakes and dropped connections are the network's normal noise."""

@@ -3,12 +3,19 @@
 Tokens are 256-bit random and cannot be guessed, but passwords can, and every wrong one
 costs the master an scrypt run. So each client address gets a small budget of failed
 attempts per time window; past it, requests are refused before any credential is checked.
+
+An attempt takes its slot in the budget *before* its credentials are checked and counts
+as a failure until it succeeds. Checking first and recording afterwards would let many
+parallel guesses all pass the check while none had failed yet, so a burst of N wrong
+passwords would cost N scrypt runs however small the budget.
+
 Memory stays bounded however many addresses try: the least recently failing ones are
 forgotten first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -23,7 +30,8 @@ MAX_CLIENTS = 4096
 
 
 class FailureLimiter:
-    """Counts failed authentications per client address in a sliding window."""
+    """Counts failed authentications per client address in a sliding window, attempts
+    still being checked included."""
 
     def __init__(
         self,
@@ -39,30 +47,41 @@ class FailureLimiter:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, client: str) -> None:
-        """Raise RateLimitedError (with ``retry_after`` seconds) while ``client`` is over budget."""
-        with self._lock:
-            recent = self._recent(client)
-            if recent is None or len(recent) < self.max_failures:
-                return
-            wait = recent[0] + self.window - self._clock()
-        raise RateLimitedError(
-            f"too many failed authentication attempts from {client}; "
-            f"try again in {math.ceil(wait)} s",
-            client=client,
-            retry_after=max(1, math.ceil(wait)),
-        )
+    def reserve(self, client: str) -> float:
+        """Take one of ``client``'s failure slots for an attempt about to be checked.
 
-    def failed(self, client: str) -> None:
-        """Record one failed attempt by ``client``."""
+        Returns the slot, to hand to :meth:`release` if the attempt turns out not to be a
+        failure. Raises RateLimitedError (with ``retry_after`` seconds) when every slot is
+        taken, by past failures and by attempts still being checked alike.
+        """
         with self._lock:
             recent = self._recent(client)
             if recent is None:
                 recent = self._failures[client] = deque(maxlen=self.max_failures)
                 while len(self._failures) > self.max_clients:
                     self._failures.popitem(last=False)
+            elif len(recent) >= self.max_failures:
+                wait = max(1, math.ceil(recent[0] + self.window - self._clock()))
+                raise RateLimitedError(
+                    f"too many failed authentication attempts from {client}; try again in {wait} s",
+                    client=client,
+                    retry_after=wait,
+                )
             self._failures.move_to_end(client)
-            recent.append(self._clock())
+            slot = self._clock()
+            recent.append(slot)
+            return slot
+
+    def release(self, client: str, slot: float) -> None:
+        """Give back a slot whose attempt succeeded (or was never checked)."""
+        with self._lock:
+            recent = self._failures.get(client)
+            if recent is None:
+                return
+            with contextlib.suppress(ValueError):  # already slid out of the window
+                recent.remove(slot)
+            if not recent:
+                del self._failures[client]
 
     def tracked(self) -> int:
         """How many addresses are remembered (bounded by ``max_clients``)."""

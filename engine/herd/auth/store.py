@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from herd.crypto.files import PRIVATE_MODE, write_atomic
-from herd.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
+from herd.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 
 FORMAT_VERSION = 1
 TOKEN_PREFIX = "herd_"
@@ -36,6 +42,11 @@ MAX_PASSWORD = 1024
 #: scrypt cost: 16 MiB and ~50 ms per check here; stored with each hash so it can grow later.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SCRYPT_MAXMEM = 64 * 1024 * 1024
+#: Password checks running at once, from all clients together: each scrypt holds 16 MiB and
+#: a core, so this (not the number of connections) bounds what a flood of logins costs.
+MAX_PASSWORD_CHECKS = 4
+#: How long a login waits for a free check before it is told to come back (429).
+PASSWORD_CHECK_WAIT = 5.0
 KINDS = ("tokens", "users")
 
 
@@ -90,9 +101,16 @@ class AuthStore:
 
     FILE = "auth.json"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        max_checks: int = MAX_PASSWORD_CHECKS,
+        check_wait: float = PASSWORD_CHECK_WAIT,
+    ) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(max_checks)
+        self._check_wait = check_wait
         self._data: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
         if self.path.exists():
             doc = json.loads(self.path.read_text())
@@ -190,9 +208,21 @@ class AuthStore:
     def _check_user(self, user: str, password: str) -> Principal:
         with self._lock:
             entry = self._data["users"].get(user)
-        if not check_password(password, entry["scrypt"] if entry else self._decoy) or not entry:
+        if not self._verify(password, entry["scrypt"] if entry else self._decoy) or not entry:
             raise _invalid()
         return Principal("user", user, entry["read_only"])
+
+    def _verify(self, password: str, stored: str) -> bool:
+        """Run scrypt within the bound on concurrent checks. Unknown users (checked against
+        the decoy) queue here too, so they cost the same and cannot be told apart."""
+        if not self._checks.acquire(timeout=self._check_wait):
+            raise RateLimitedError(
+                "too many password checks in progress; try again in 1 s", retry_after=1
+            )
+        try:
+            return check_password(password, stored)
+        finally:
+            self._checks.release()
 
 
 def _invalid() -> AuthenticationError:

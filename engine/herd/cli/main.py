@@ -20,7 +20,7 @@ from typing import Any
 from herd import __version__
 from herd.api.client import Client, default_socket
 from herd.cli import output
-from herd.cli.opargs import add_op_arguments, collect_op_params
+from herd.cli.opargs import add_op_arguments, add_secret_argument, collect_op_params, read_secret
 from herd.errors import HerdError, MasterUnreachableError
 from herd.ops.base import registry
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-url", default=None, help="remote master, https://HOST:PORT (env HERD_API_URL)"
     )
-    parser.add_argument("--api-token", default=None, help="API token (env HERD_API_TOKEN)")
+    add_secret_argument(parser, "api_token", "API token")
     parser.add_argument(
         "--api-user",
         default=None,
@@ -94,8 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         job.add_parser(verb, help=text).add_argument("job_id", type=int)
 
     cfg = noun_parser("config", "whole-state backup")
-    cfg.add_parser("dump", help="print the whole state as JSON").add_argument(
+    cfg_dump = cfg.add_parser("dump", help="print the whole state as JSON, secrets redacted")
+    cfg_dump.add_argument(
         "--file", default=None, help="write to this file (mode 0600) instead of stdout"
+    )
+    cfg_dump.add_argument(
+        "--with-secrets",
+        action="store_true",
+        help="include the domain secret and DRBD secrets (root on the master only); "
+        "'config restore' needs such a dump",
     )
     restore = cfg.add_parser("restore", help="replace the whole state from a dump file")
     restore.add_argument("file")
@@ -190,7 +197,7 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(
         args.socket,
         api_url=args.api_url,
-        token=args.api_token,
+        token=read_secret(args, "api_token"),
         user=args.api_user,
         password=password,
         ca_file=args.api_ca,
@@ -339,7 +346,7 @@ def _job_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 def _config_dump(client: Client, args: argparse.Namespace) -> int:
-    data = client.dump()
+    data = client.dump(with_secrets=args.with_secrets)
     if args.file:
         fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

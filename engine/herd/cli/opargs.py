@@ -2,12 +2,20 @@
 
 Deriving the CLI from the ops' own ``PARAMS`` means a new op parameter is on the command
 line the moment it exists, with the same name, type and help as in the API and docs.
+
+A secret (``Param(secret=True)``, and the API token) is never taken as a flag's value:
+the command line of every process is readable by every local user (``ps``). It comes
+from ``--NAME-file FILE`` (``-`` reads stdin) or the environment variable ``HERD_NAME``;
+the plain ``--NAME`` is refused with a message pointing there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from herd.errors import ValidationError
@@ -18,10 +26,68 @@ def flag(param: Param) -> str:
     return "--" + param.name.replace("_", "-")
 
 
+def secret_env(name: str) -> str:
+    """The environment variable a secret may come from: ``domain_secret`` → HERD_DOMAIN_SECRET."""
+    return "HERD_" + name.upper()
+
+
+class RefuseSecretValue(argparse.Action):
+    """``--NAME VALUE`` for a secret: refused before anything is sent, saying what to use."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        dest = self.dest
+        parser.error(
+            f"{option_string} is not accepted: a value on the command line is visible to "
+            f"every local user (ps); use --{dest.replace('_', '-')}-file FILE ('-' reads "
+            f"stdin) or the environment variable {secret_env(dest)}"
+        )
+
+
+def add_secret_argument(parser: argparse.ArgumentParser, name: str, text: str) -> None:
+    """``--NAME-file`` for the secret ``name``, and the refused ``--NAME``."""
+    option = "--" + name.replace("_", "-")
+    parser.add_argument(option, dest=name, action=RefuseSecretValue, help=argparse.SUPPRESS)
+    parser.add_argument(
+        option + "-file",
+        dest=name + "_file",
+        default=None,
+        metavar="FILE",
+        help=f"{text}: read from FILE ('-': stdin), or set {secret_env(name)}",
+    )
+
+
+def read_secret(args: argparse.Namespace, name: str) -> str | None:
+    """The secret ``name`` from its ``--NAME-file`` or the environment, None if neither."""
+    path = getattr(args, name + "_file", None)
+    if path is None:
+        return os.environ.get(secret_env(name)) or None
+    field = f"--{name.replace('_', '-')}-file"
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(field, path, f"a readable text file ({exc})") from None
+    value = text.strip()
+    if not value:
+        raise ValidationError(field, path, "a file holding the value (this one is empty)")
+    return value
+
+
 def add_op_arguments(parser: argparse.ArgumentParser, params: tuple[Param, ...]) -> None:
     for p in params:
         help_text = f"{p.doc} ({p.describe_allowed()})" if p.doc else p.describe_allowed()
-        if p.cli_positional:
+        if p.secret:
+            add_secret_argument(parser, p.name, help_text)
+        elif p.cli_positional:
             parser.add_argument(
                 p.name, nargs=None if p.required else "?", help=help_text, metavar=p.name.upper()
             )
@@ -48,7 +114,7 @@ def collect_op_params(args: argparse.Namespace, params: tuple[Param, ...]) -> di
     """Only what the user gave: omitted flags stay unset so the op's defaults apply."""
     out: dict[str, Any] = {}
     for p in params:
-        raw = getattr(args, p.name, None)
+        raw = read_secret(args, p.name) if p.secret else getattr(args, p.name, None)
         if raw is None:
             continue
         out[p.name] = raw if p.type is bool else convert(p, raw)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
 from herd.errors import ValidationError
+from herd.redact import REDACTED, scrub
 
 AllocPolicy = Literal["preferred", "last_resort", "unallocable"]
 DiskMode = Literal["rw", "ro"]
@@ -38,8 +39,14 @@ def _new_uuid() -> str:
 
 
 def secret(default: str = "") -> Any:
-    """Declare a field that ``to_dict(redact=True)`` leaves out (API answers, logs)."""
+    """Declare a field that ``to_dict(redact=True)`` hides (API answers, dumps, logs)."""
     return field(default=default, metadata={"secret": True})
+
+
+def secret_keys(*keys: str) -> dict[str, frozenset[str]]:
+    """Field metadata declaring the keys of a mapping field that hold secrets, hidden by
+    ``to_dict(redact=True)`` like a ``secret()`` field."""
+    return {"secret_keys": frozenset(keys)}
 
 
 @dataclass(kw_only=True)
@@ -60,12 +67,15 @@ class ConfigObject:
         super().__setattr__(attr, value)
 
     def to_dict(self, redact: bool = False) -> dict[str, Any]:
-        """A JSON-safe deep copy; ``redact`` drops secret fields for non-root readers."""
+        """A JSON-safe deep copy; ``redact`` hides the declared secrets (see herd.redact)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            value = _plain(getattr(self, f.name), redact)
             if redact and f.metadata.get("secret"):
-                continue
-            out[f.name] = _plain(getattr(self, f.name), redact)
+                value = REDACTED
+            elif redact and "secret_keys" in f.metadata:
+                value = scrub(value, f.metadata["secret_keys"])
+            out[f.name] = value
         return out
 
     @classmethod
@@ -266,7 +276,7 @@ class Disk(ConfigObject):
     template: str = "drbd"
     mode: DiskMode = "rw"
     #: Template specific: file path, LV name, DRBD port, minors and secret.
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict, metadata=secret_keys("secret"))
     nodes: list[str] = field(default_factory=list)
 
 
@@ -304,6 +314,21 @@ TopObject = Cluster | NodeGroup | Node | Instance
 
 #: Kind string -> class, in the order a dump lists them (referenced before referencing).
 KINDS: dict[str, type[TopObject]] = {cls.KIND: cls for cls in (Cluster, NodeGroup, Node, Instance)}
+
+
+def _declared_secret_keys() -> frozenset[str]:
+    """Every name under which a stored object keeps a secret: the key set that hides
+    secrets in free-form documents (job results, log data) that copy parts of objects."""
+    keys: set[str] = set()
+    for cls in (*KINDS.values(), Disk, Nic):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("secret"):
+                keys.add(f.name)
+            keys |= f.metadata.get("secret_keys", frozenset())
+    return frozenset(keys)
+
+
+SECRET_KEYS = _declared_secret_keys()
 
 
 def kind_class(kind: Any) -> type[TopObject]:

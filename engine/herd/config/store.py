@@ -35,8 +35,14 @@ from herd.errors import (
     StaleSerialError,
     ValidationError,
 )
+from herd.redact import REDACTED, find_redacted
 
 FORMAT = 1
+#: What a restore from a dump without its secrets is told to use instead.
+NEEDS_SECRETS = (
+    "the real value: restore from a dump taken with 'herd config dump --with-secrets' "
+    "as root on the master (a plain dump has its secrets redacted)"
+)
 
 
 @runtime_checkable
@@ -356,8 +362,25 @@ class SQLiteStore(_Reader):
             txn.replace_all(objects)
 
 
+def redact_dump(data: dict[str, Any]) -> dict[str, Any]:
+    """A dump with every declared secret replaced by the redaction marker: the default
+    ``herd config dump``, safe to keep and read, but not restorable."""
+    return {
+        **data,
+        "objects": {
+            kind: [kind_class(kind).from_dict(doc).to_dict(redact=True) for doc in docs]
+            for kind, docs in data["objects"].items()
+        },
+    }
+
+
 def parse_dump(data: Any) -> list[TopObject]:
-    """Validate a dump completely, naming kind, object and field of the first problem."""
+    """Validate a dump completely, naming kind, object and field of the first problem.
+
+    A redacted dump is refused rather than restored: writing its markers back would
+    replace the domain secret and every DRBD secret with a well-known string, and keeping
+    the current secrets instead would silently mix two states.
+    """
     if not isinstance(data, dict) or set(data) != {"format", "objects"}:
         raise ValidationError("dump", data, "an object with exactly the keys format, objects")
     if data["format"] != FORMAT:
@@ -383,6 +406,9 @@ def parse_dump(data: Any) -> list[TopObject]:
                 ) from err
             if obj.serial < 1:
                 raise ValidationError(f"{where}.serial", obj.serial, "an integer >= 1 (stored)")
+            hidden = find_redacted(doc, where)
+            if hidden:
+                raise ValidationError(hidden, REDACTED, NEEDS_SECRETS)
             for attr, seen in (("uuid", seen_uuids), ("name", seen_names)):
                 if getattr(obj, attr) in seen:
                     raise ValidationError(f"{where}.{attr}", getattr(obj, attr), "a unique value")

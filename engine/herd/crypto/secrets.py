@@ -9,12 +9,20 @@ out and the message is recent. The secret itself never travels.
 A signed message is a JSON-able envelope::
 
     {"msg": "<canonical JSON of the payload>", "timestamp": 1700000000,
-     "salt": "<random hex>", "hmac": "<hex HMAC-SHA256>"}
+     "expires": 1700000300, "nonce": "<random hex>", "reply_to": "<digest or empty>",
+     "hmac": "<hex HMAC-SHA256>"}
 
 The payload is carried as the exact string that was signed, so no re-serialisation on the
-far side can change a byte and break the signature. The timestamp bounds replay to
-``max_age`` seconds; the salt makes every envelope unique so a receiver that must reject
-replays inside that window can remember the salts it has seen.
+far side can change a byte and break the signature. The MAC covers every field.
+
+- ``expires`` is the sender's deadline; the receiver also caps it at ``max_age`` after
+  ``timestamp``, so a sender cannot hand out a message valid for ever.
+- ``nonce`` makes every envelope unique. The verifying side remembers the nonces it has
+  accepted until they expire (:class:`ReplayCache`), so a message captured on the way
+  is refused the second time instead of starting a second transfer.
+- ``reply_to`` binds an answer to the request it answers: the digest of the request's
+  envelope (:func:`message_digest`). The source of a move accepts an answer only if it
+  names its own offer, so an answer recorded for another move cannot be slipped in.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,9 +45,50 @@ from herd.errors import AuthenticationError, ValidationError
 SECRET_BYTES = 32
 #: Default acceptance window, Ganeti's confd used the same five minutes.
 MAX_AGE = 300.0
-_HEX_SECRET = re.compile(rf"^(?:[0-9a-f]{{2}}){{{SECRET_BYTES},}}$")
+_HEX = re.compile(r"[0-9a-f]*")
+_HEX_SECRET = re.compile(rf"(?:[0-9a-f]{{2}}){{{SECRET_BYTES},}}")
 #: Bound into every MAC so a signature made here can never verify as some other protocol's.
-_DOMAIN = b"herd-signed-message-v1"
+_DOMAIN = b"herd-signed-message-v2"
+#: Accepted nonces remembered at most; far above a cluster's moves in one ``MAX_AGE``.
+REPLAY_CAPACITY = 4096
+
+
+class ReplayCache:
+    """Nonces of accepted messages, each kept until its message would expire anyway.
+
+    Bounded: when full of live nonces, new messages are refused rather than old nonces
+    forgotten, because forgetting one would reopen its replay window. Filling it takes
+    thousands of validly signed messages within ``MAX_AGE``, i.e. the domain secret.
+    A ``holder`` (the job verifying the message) may verify its own message again, since
+    a job that is retried or resumed re-checks the offer it was submitted with.
+    """
+
+    def __init__(self, capacity: int = REPLAY_CAPACITY) -> None:
+        self.capacity = capacity
+        self._seen: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, nonce: str, until: float, holder: str, now: float) -> None:
+        """Record ``nonce`` as used until ``until``, or refuse it as a replay."""
+        with self._lock:
+            self._seen = {n: e for n, e in self._seen.items() if e[0] >= now}
+            seen = self._seen.get(nonce)
+            if seen is not None:
+                if holder and seen[1] == holder:
+                    return
+                raise AuthenticationError(
+                    "signed message replayed: it was already accepted once", nonce=nonce
+                )
+            if len(self._seen) >= self.capacity:
+                raise AuthenticationError(
+                    f"too many signed messages in flight ({self.capacity}); retry later",
+                    capacity=self.capacity,
+                )
+            self._seen[nonce] = (until, holder)
+
+
+#: The process's cache: every verification goes through it unless a test passes its own.
+REPLAY_CACHE = ReplayCache()
 
 
 def generate_domain_secret() -> str:
@@ -54,20 +104,30 @@ def load_domain_secret(path: Path) -> str:
     return _check_secret(Path(path).read_text(encoding="ascii").strip())
 
 
-def sign_message(secret: str, message: Any, *, now: float | None = None) -> dict[str, Any]:
-    """Wrap ``message`` (anything ``json.dumps`` takes) in a signed, timestamped envelope."""
+def sign_message(
+    secret: str,
+    message: Any,
+    *,
+    now: float | None = None,
+    ttl: float = MAX_AGE,
+    reply_to: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Wrap ``message`` (anything ``json.dumps`` takes) in a signed envelope valid for
+    ``ttl`` seconds; ``reply_to`` is the envelope this one answers."""
     try:
         msg = json.dumps(message, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError("message", message, "JSON-serialisable data") from exc
     timestamp = int(time.time() if now is None else now)
-    salt = secrets.token_hex(16)
-    return {
+    envelope: dict[str, Any] = {
         "msg": msg,
         "timestamp": timestamp,
-        "salt": salt,
-        "hmac": _mac(_check_secret(secret), msg, timestamp, salt),
+        "expires": timestamp + int(ttl),
+        "nonce": secrets.token_hex(16),
+        "reply_to": "" if reply_to is None else message_digest(reply_to),
     }
+    envelope["hmac"] = _mac(_check_secret(secret), _signed_bytes(envelope))
+    return envelope
 
 
 def verify_message(
@@ -76,23 +136,32 @@ def verify_message(
     *,
     max_age: float = MAX_AGE,
     now: float | None = None,
+    reply_to: Mapping[str, Any] | None = None,
+    replay: ReplayCache | None = REPLAY_CACHE,
+    holder: str = "",
 ) -> Any:
-    """Return the payload of ``envelope`` if it was signed with ``secret`` recently.
+    """Return the payload of ``envelope`` if it was signed with ``secret``, has not
+    expired, was not accepted before (by anyone but ``holder``) and, for an answer,
+    answers the request ``reply_to``.
 
-    The MAC is checked before the clock so a forged timestamp is reported as a forgery.
+    The MAC is checked before anything else so a forged field is reported as a forgery.
     Messages from further than ``max_age`` in the future are refused too: the sender's
-    clock being that far ahead would otherwise stretch the replay window.
+    clock being that far ahead would otherwise stretch the replay window. ``replay=None``
+    is only for a caller that keeps no state (tests of the other checks).
     """
     key = _check_secret(secret)
-    msg, timestamp, salt, mac = _fields(envelope)
-    if not hmac.compare_digest(_mac(key, msg, timestamp, salt), mac):
+    _fields(envelope)
+    if not hmac.compare_digest(_mac(key, _signed_bytes(envelope)), envelope["hmac"]):
         raise AuthenticationError(
             "signature mismatch: message altered or signed with another domain secret"
         )
-    age = (time.time() if now is None else now) - timestamp
-    if age > max_age:
+    now = time.time() if now is None else now
+    timestamp = envelope["timestamp"]
+    until = min(envelope["expires"], timestamp + max_age)
+    age = now - timestamp
+    if now > until:
         raise AuthenticationError(
-            f"signed message expired: {age:.0f}s old, limit {max_age:.0f}s",
+            f"signed message expired: {age:.0f}s old, valid for {until - timestamp:.0f}s",
             age=age,
             max_age=max_age,
         )
@@ -102,31 +171,69 @@ def verify_message(
             age=age,
             max_age=max_age,
         )
-    return json.loads(msg)
+    _check_reply(envelope["reply_to"], reply_to)
+    if replay is not None:
+        replay.admit(envelope["nonce"], until, holder, now)
+    return json.loads(envelope["msg"])
 
 
-def _fields(envelope: Mapping[str, Any]) -> tuple[str, int, str, str]:
-    """Pull the envelope apart, naming the first field that is missing or mistyped."""
+def message_digest(envelope: Mapping[str, Any]) -> str:
+    """What an answer names to say which message it answers: a hash of all it signed."""
+    _fields(envelope)
+    return hashlib.sha256(_signed_bytes(envelope)).hexdigest()
+
+
+def _check_reply(named: str, request: Mapping[str, Any] | None) -> None:
+    """An answer must name the request it is checked against, and a request nothing."""
+    if request is None:
+        if named:
+            raise AuthenticationError("signed message is an answer, where a request was expected")
+        return
+    if not hmac.compare_digest(named, message_digest(request)):
+        raise AuthenticationError(
+            "signed answer does not answer this offer: it names another message or none"
+        )
+
+
+#: Field types of an envelope, in the order they are signed (``hmac`` is not).
+_ENVELOPE = {
+    "msg": str,
+    "timestamp": int,
+    "expires": int,
+    "nonce": str,
+    "reply_to": str,
+    "hmac": str,
+}
+
+
+def _fields(envelope: Mapping[str, Any]) -> None:
+    """Check the envelope's shape, naming the first field that is missing or mistyped."""
     if not isinstance(envelope, Mapping):
-        raise ValidationError("envelope", envelope, "an object with msg, timestamp, salt, hmac")
-    expected = {"msg": str, "timestamp": int, "salt": str, "hmac": str}
-    for name, kind in expected.items():
+        raise ValidationError("envelope", envelope, "an object with " + ", ".join(_ENVELOPE))
+    for name, kind in _ENVELOPE.items():
         value = envelope.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValidationError(f"envelope.{name}", value, f"a {kind.__name__}")
-    return envelope["msg"], envelope["timestamp"], envelope["salt"], envelope["hmac"]
+    for name in ("nonce", "reply_to"):
+        if not _HEX.fullmatch(envelope[name]):
+            raise ValidationError(f"envelope.{name}", envelope[name], "lowercase hex")
 
 
-def _mac(secret: str, msg: str, timestamp: int, salt: str) -> str:
-    # NUL separators keep field boundaries unambiguous: no salt/msg split can collide.
-    # surrogatepass: a hostile envelope's lone surrogates must fail the MAC, not crash.
-    fields = [str(timestamp), salt, msg]
-    data = b"\0".join([_DOMAIN, *(f.encode("utf-8", "surrogatepass") for f in fields)])
+def _signed_bytes(envelope: Mapping[str, Any]) -> bytes:
+    # NUL separators keep field boundaries unambiguous (msg last: only it may hold
+    # anything). surrogatepass: a hostile envelope's lone surrogates must fail the MAC,
+    # not crash.
+    fields = [str(envelope[n]) for n in _ENVELOPE if n not in ("msg", "hmac")]
+    fields.append(envelope["msg"])
+    return b"\0".join([_DOMAIN, *(f.encode("utf-8", "surrogatepass") for f in fields)])
+
+
+def _mac(secret: str, data: bytes) -> str:
     return hmac.new(bytes.fromhex(secret), data, hashlib.sha256).hexdigest()
 
 
 def _check_secret(secret: str) -> str:
-    if not isinstance(secret, str) or not _HEX_SECRET.match(secret):
+    if not isinstance(secret, str) or not _HEX_SECRET.fullmatch(secret):
         raise ValidationError(
             "secret", "<redacted>", f"lowercase hex of at least {SECRET_BYTES} bytes"
         )

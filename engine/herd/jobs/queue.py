@@ -12,14 +12,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from herd.config.model import SECRET_KEYS
 from herd.errors import ConflictError, HerdError, NotFoundError, ValidationError
 from herd.jobs import job as J
+from herd.jobs import journal
 from herd.jobs.db import JobDB
 from herd.jobs.job import Job, OpState
 from herd.ops.base import Op, registry
 from herd.ops.params import Param
+from herd.ops.undo import UndoJournal
+from herd.redact import redact_params, scrub, secret_strings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,17 @@ AGING_SECONDS = 30.0
 #: Longest an idle worker sleeps before it looks at the queue again on its own.
 IDLE_RECHECK = 5.0
 
-JobRunner = Callable[[Job, threading.Event, "JobQueue"], None]
+LogFn = Callable[[str, str, "dict[str, Any] | None"], None]
+
+
+class JobRunner(Protocol):
+    """What runs jobs for the queue (herd.jobs.runner.JobRunner)."""
+
+    def __call__(self, job: Job, cancel: threading.Event, queue: JobQueue) -> None: ...
+
+    def finish_undo(self, job: Job, journal: UndoJournal, log: LogFn) -> list[str]:
+        """Run the rest of a rollback a dead master journaled; what failed."""
+        ...
 
 
 class JobQueue:
@@ -63,29 +77,96 @@ class JobQueue:
     # ---- start-up and shutdown -------------------------------------------------------
 
     def _recover(self) -> None:
-        """Jobs that were mid-flight when the master died are failed, never re-run:
-        their ops may have half-acted, and the locks they held died with the process."""
-        now = time.time()
+        """Close what a dead master left mid-flight, before any worker starts.
+
+        A job that was only waiting for locks had changed nothing: it is queued again. A
+        job past that point is never re-run (its op may have half-acted): the rollback it
+        journaled is finished here, newest step first, and reported in its log, and the
+        job ends in error. Doing this before the first pick means no new job sees the
+        "lowest free" DRBD port or minor of a resource an orphan still holds.
+        """
         for job in self._db.load_where_status((J.WAITING, J.RUNNING, J.CANCELING)):
             job.log_serial = self._db.last_log_serial(job.id)
-            interrupted = job.status != J.CANCELING
-            if interrupted:
-                job.error = HerdError(
-                    "the master restarted while this job was "
-                    f"{'running' if job.status == J.RUNNING else 'waiting for locks'};"
-                    " its locks were released"
-                ).to_dict()
-            job.status = J.ERROR if interrupted else J.CANCELED
-            job.ended_at = now
-            for op in job.ops:
-                if op.status not in J.FINAL:
-                    op.status = job.status
-                    op.error = job.error
-            self._append_log_locked(job, "master restarted: job marked " + job.status, "error")
-            self._db.save(job)
+            finished = {i for i, op in enumerate(job.ops) if op.status == J.SUCCESS}
+            journals = journal.interrupted(self._db, job.id, finished)
+            if len(finished) == len(job.ops):
+                self._close_succeeded(job)
+            elif job.status == J.WAITING and not journals:
+                self._requeue_interrupted(job)
+            else:
+                self._close_interrupted(job, journals)
             self._status[job.id] = job.status
         for job in self._db.load_where_status((J.QUEUED,)):
             self._queued[job.id] = job
+
+    def _requeue_interrupted(self, job: Job) -> None:
+        job.status = J.QUEUED
+        for op in job.ops:
+            if op.status == J.WAITING:
+                op.status = J.QUEUED
+        self._append_log_locked(
+            job, "master restarted while this job waited for locks: queued again", "warning"
+        )
+        self._db.save(job)
+
+    def _close_succeeded(self, job: Job) -> None:
+        """Every op's success was stored before the master died: the job did succeed, and
+        calling it failed would send a client to redo what is already done."""
+        job.status = J.SUCCESS
+        job.ended_at = time.time()
+        self._append_log_locked(
+            job,
+            "master restarted after the job's last op had succeeded: job marked success",
+            "warning",
+        )
+        self._db.save(job)
+
+    def _close_interrupted(self, job: Job, journals: list[journal.JobJournal]) -> None:
+        undone, problems = self._finish_undo(job, journals)
+        if journals:
+            log.warning(
+                "job %d, cut off by a restart: %d undo step(s) finished, %d failed",
+                job.id,
+                len(undone),
+                len(problems),
+            )
+        interrupted = job.status != J.CANCELING
+        if interrupted:
+            what = "running" if job.status == J.RUNNING else "waiting for locks"
+            rolled = f"{len(undone)} undo step(s) finished at start-up, " if undone else ""
+            details: dict[str, Any] = {"undone": undone} if undone else {}
+            if problems:
+                details["rollback_failed"] = problems
+            job.error = HerdError(
+                f"the master restarted while this job was {what}; {rolled}its locks were released",
+                **details,
+            ).to_dict()
+        job.status = J.ERROR if interrupted else J.CANCELED
+        job.ended_at = time.time()
+        for op in job.ops:
+            if op.status not in J.FINAL:
+                op.status = job.status
+                op.error = job.error
+        self._append_log_locked(job, "master restarted: job marked " + job.status, "error")
+        self._db.save(job)
+
+    def _finish_undo(
+        self, job: Job, journals: list[journal.JobJournal]
+    ) -> tuple[list[str], list[str]]:
+        """Run the journaled steps through the runner; (what was undone, what failed)."""
+        undone: list[str] = []
+        problems: list[str] = []
+
+        def job_log(message: str, kind: str, data: dict[str, Any] | None) -> None:
+            self._append_log_locked(job, f"after restart, {message}", kind, data)
+
+        for jnl in journals:
+            steps = [step.what for _, step in reversed(jnl.pending())]
+            op = job.ops[jnl.op_index].op
+            job_log(f"finishing the undo of {op}: {len(steps)} step(s)", "warning", None)
+            problems += self._runner.finish_undo(job, jnl, job_log)
+            undone += steps
+        return undone, problems
 
     def start(self) -> None:
         with self._cond:
@@ -250,14 +331,21 @@ class JobQueue:
     # ---- queries -----------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
+        """A copy of the job for readers, its secret parameters redacted: the queue's own
+        copy of an unfinished job holds the real values its op needs."""
         with self._cond:
             job = self._active.get(job_id) or self._queued.get(job_id)
             if job is not None:
-                return Job.from_dict(job.to_dict())
-        stored = self._db.load(job_id)
-        if stored is None:
+                job = Job.from_dict(job.to_dict())
+        if job is None:
+            job = self._db.load(job_id)
+        if job is None:
             raise NotFoundError(f"job {job_id} does not exist", job_id=job_id)
-        return stored
+        for op in job.ops:
+            cls = self._ops.get(op.op)
+            if cls is not None:
+                op.params = redact_params(cls.PARAMS, op.params)
+        return job
 
     def view(self, job_id: int, log_since: int | None = 0) -> dict[str, Any]:
         doc = self.get(job_id).to_dict()
@@ -365,7 +453,20 @@ class JobQueue:
         self, job: Job, message: str, kind: str, data: dict[str, Any] | None = None
     ) -> None:
         job.log_serial += 1
-        self._db.append_log(job.id, job.log_serial, kind, message, data)
+        self._db.append_log(
+            job.id, job.log_serial, kind, self._scrub(job, message), self._scrub(job, data)
+        )
+
+    def _scrub(self, job: Job, value: Any) -> Any:
+        """``value`` (a log line, a result, an error) as it may be stored and shown: the
+        declared secret fields of config objects hidden, and the job's own secret
+        parameter values cut out wherever they appear (an error quoting one, say)."""
+        found: set[str] = set()
+        for op in job.ops:
+            cls = self._ops.get(op.op)
+            if cls is not None:
+                found |= secret_strings(cls.PARAMS, op.params, SECRET_KEYS)
+        return scrub(value, SECRET_KEYS, found)
 
     def set_status(
         self,
@@ -404,7 +505,8 @@ class JobQueue:
         with self._cond:
             status, error = self._unless_shutdown(job, status, error)
             op = job.ops[index]
-            op.status, op.result, op.error, op.ended_at = status, result, error, time.time()
+            op.status, op.ended_at = status, time.time()
+            op.result, op.error = self._scrub(job, result), self._scrub(job, error)
             self._save_locked(job)
             self._cond.notify_all()
 
@@ -425,6 +527,7 @@ class JobQueue:
 
     def _finish_locked(self, job: Job, status: str, error: dict[str, Any] | None) -> None:
         status, error = self._unless_shutdown(job, status, error)
+        error = self._scrub(job, error)
         job.status, job.error, job.ended_at = status, error, time.time()
         for op in job.ops:
             if op.status not in J.FINAL:
@@ -537,6 +640,10 @@ class JobQueue:
             self._cancel.pop(job.id, None)
             self._queued[job.id] = job
             self._cond.notify_all()
+
+    def undo_journal(self, job: Job, index: int) -> journal.JobJournal:
+        """The durable undo journal for op ``index`` of ``job``."""
+        return journal.JobJournal(self._db, job.id, index)
 
     def op_class(self, name: str) -> type[Op]:
         return self._ops[name]

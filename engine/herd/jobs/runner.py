@@ -10,17 +10,21 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
+from herd import faults
 from herd.config.store import Store
 from herd.errors import CanceledError, HerdError
 from herd.jobs import job as J
 from herd.jobs import retry
 from herd.jobs.job import Job
-from herd.jobs.queue import JobQueue
+from herd.jobs.queue import JobQueue, LogFn
 from herd.jobs.retry import NextTry
 from herd.locking import ALL, LEVELS, LockManager, acquire_with_backoff
+from herd.ops import exposure
 from herd.ops.base import ALL_LOCKS, LockSpec, OpContext
+from herd.ops.undo import UndoJournal
 
 
 class JobRunner:
@@ -67,18 +71,12 @@ class JobRunner:
             queue.log(job.id, message, kind, data)
 
         def submit(specs: list[dict[str, Any]]) -> list[int]:
+            if exposure.came_remotely(job.reason):
+                exposure.refuse_remote_jobs(specs, "jobs")
             trail = [*job.reason, ["herd:job", f"spawned by job {job.id}", time.time()]]
             return queue.submit_many(specs, inherit_reason=trail)
 
-        ctx = OpContext(
-            store=self.store,
-            locks=self.locks,
-            owner=owner,
-            log_fn=log,
-            cancel=cancel,
-            services=self.services,
-            submit_fn=submit,
-        )
+        ctx = self._context(owner, log, cancel, queue.undo_journal(job, index), submit)
         queue.set_status(job, J.WAITING, index)
         try:
             for level in LEVELS:
@@ -89,7 +87,6 @@ class JobRunner:
                 raise CanceledError(f"job {job.id} was canceled while waiting for locks")
             op.check(ctx)
             result = op.run(ctx)
-            ctx.forget_undo()
         except HerdError as exc:
             error = exc.to_dict()
             again = retry.next_try(op_class, params, done, error)
@@ -108,8 +105,41 @@ class JobRunner:
             )
         finally:
             self.locks.release_all(owner)
+        faults.point(f"op:{op.OP_ID}:ran")
+        # Success is stored before the journal goes: a master dying in between leaves
+        # steps of a succeeded op, which recovery drops, never an op undone after success.
         queue.op_done(job, index, J.SUCCESS, result)
+        faults.point(f"op:{op.OP_ID}:stored")
+        ctx.forget_undo()
         return None
+
+    def finish_undo(self, job: Job, journal: UndoJournal, log: LogFn) -> list[str]:
+        """Run the rest of an interrupted op's rollback (a dead master's journal) in a
+        fresh context; what failed, as ``OpContext.run_undo`` reports it."""
+        owner = f"job-{job.id}"
+        try:
+            return self._context(owner, log, threading.Event(), journal).run_undo()
+        finally:
+            self.locks.release_all(owner)
+
+    def _context(
+        self,
+        owner: str,
+        log: LogFn,
+        cancel: threading.Event,
+        journal: UndoJournal,
+        submit: Callable[[list[dict[str, Any]]], list[int]] | None = None,
+    ) -> OpContext:
+        return OpContext(
+            store=self.store,
+            locks=self.locks,
+            owner=owner,
+            log_fn=log,
+            cancel=cancel,
+            services=self.services,
+            submit_fn=submit,
+            journal=journal,
+        )
 
     def _acquire(
         self,

@@ -12,16 +12,18 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import threading
 from pathlib import Path
 from types import FrameType
 
+from herd import faults
 from herd.api.routes import build_router
 from herd.api.server import HTTPSAPIServer, UnixAPIServer, https_context
 from herd.auth import AuthStore
 from herd.config.store import SQLiteStore, Store
 from herd.crypto.ca import ClusterCA
-from herd.errors import ValidationError
+from herd.errors import PrerequisiteError, ValidationError
 from herd.jobs.db import JobDB
 from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
@@ -35,6 +37,8 @@ DEFAULT_STATE_DIR = "/var/lib/herd"
 API_CERT_FILE, API_KEY_FILE = "api.pem", "api.key"
 #: How often a master waiting for ``cluster init`` looks for the CA to start HTTPS.
 CA_POLL_SECONDS = 1.0
+#: The master's state (domain secret, credentials, job parameters) is root's alone.
+STATE_UMASK, STATE_DIR_MODE, STATE_FILE_MODE = 0o077, 0o700, 0o600
 
 
 def default_state_dir() -> str:
@@ -56,6 +60,35 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def secure_state_dir(state_dir: Path) -> None:
+    """Make the state directory private before anything in it is opened.
+
+    SQLite creates its databases with whatever the umask leaves (and their WAL and SHM
+    files with the database's mode), so a directory made 0755 by hand or by an older
+    version held world-readable secrets; the umask covers what is created from now on, the
+    chmods what an earlier run left. A directory that others can write, or that belongs to
+    someone else, is refused rather than repaired: whoever could write it may already have
+    planted files in it.
+    """
+    os.umask(STATE_UMASK)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    info = state_dir.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PrerequisiteError(
+            f"refusing state directory {state_dir}: it is mode "
+            f"{stat.S_IMODE(info.st_mode):04o} owned by uid {info.st_uid}; it must belong to "
+            f"uid {os.geteuid()} and not be writable by group or others (chmod 0700 it "
+            "once its contents are checked)",
+            state_dir=str(state_dir),
+            mode=f"{stat.S_IMODE(info.st_mode):04o}",
+            uid=info.st_uid,
+        )
+    os.chmod(state_dir, STATE_DIR_MODE)
+    for entry in os.scandir(state_dir):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, STATE_FILE_MODE)
+
+
 def sync_locks(store: Store, locks: LockManager) -> None:
     """Register one lock per object; lock names are UUIDs so a rename never races a lock."""
     locks.register("nodegroup", [g.uuid for g in store.list("nodegroup")])
@@ -73,9 +106,10 @@ class Master:
         max_running: int | None = None,
         https_bind: str | None = None,
     ) -> None:
+        faults.configure(os.environ)  # test-only; refuses to arm unless enabled
         self.https_address = parse_bind(https_bind) if https_bind else None
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secure_state_dir(self.state_dir)
         self.store = SQLiteStore(self.state_dir / "config.db")
         self.locks = LockManager()
         sync_locks(self.store, self.locks)

@@ -14,6 +14,7 @@ from typing import Any
 
 import paramiko
 
+from herd import faults
 from herd.config.model import Node
 from herd.crypto.sshkeys import load_ssh_key
 from herd.errors import PrerequisiteError
@@ -86,7 +87,9 @@ class Services:
         args: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        return self.rpc().call(address(node), action, args, timeout)
+        answer = self.rpc().call(address(node), action, args, timeout)
+        faults.point(f"rpc:{action}:done")  # the node acted; the master has not noted it
+        return answer
 
     def call_many(
         self,
@@ -95,7 +98,9 @@ class Services:
         args: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, CallResult]:
-        return self.rpc().call_many([address(n) for n in nodes], action, args, timeout)
+        answers = self.rpc().call_many([address(n) for n in nodes], action, args, timeout)
+        faults.point(f"rpc:{action}:done")
+        return answers
 
     def forget_node(self, name: str) -> None:
         if self._client is not None:

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from herd import faults
 from herd.config.store import Store
 from herd.errors import CanceledError, HerdError
 from herd.ops.params import Param, validate_params
+from herd.ops.undo import MemoryJournal, UndoJournal, UndoStep, handler
 
 #: Sentinel meaning "every lock of this level" (mirrors herd.locking.ALL without importing
 #: the lock manager into op definitions).
@@ -55,7 +57,8 @@ class OpContext:
     cancel: threading.Event
     services: Any = None
     submit_fn: Callable[[list[dict[str, Any]]], list[int]] | None = None
-    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    #: Where undo steps are kept; the runner gives a durable one (see herd.ops.undo).
+    journal: UndoJournal = field(default_factory=MemoryJournal)
 
     def log(self, message: str, kind: str = "message", data: dict[str, Any] | None = None) -> None:
         self.log_fn(message, kind, data)
@@ -63,25 +66,34 @@ class OpContext:
     def progress(self, message: str, **data: Any) -> None:
         self.log_fn(message, "progress", data)
 
-    def undo(self, what: str, fn: Callable[[], None]) -> None:
-        """Register a rollback step; call it *before* doing the thing it undoes."""
-        self._undo.append((what, fn))
+    def undo(self, what: str, kind: str, **args: Any) -> None:
+        """Record a rollback step; call it *before* doing the thing it undoes.
+
+        ``kind`` names a handler registered with :func:`herd.ops.undo.undo_handler`;
+        ``args`` must be JSON, as a restarted master runs the step from its journal.
+        """
+        self.journal.add(UndoStep(kind, args, what))
+        faults.point(f"undo:{kind}")
 
     def forget_undo(self) -> None:
         """Drop the chain once the op has committed its result."""
-        self._undo.clear()
+        self.journal.clear()
 
     def run_undo(self) -> list[str]:
-        """Run the chain newest first; every step runs even if an earlier one fails."""
+        """Run the chain newest first; every step runs even if an earlier one fails.
+
+        A step leaves the journal only once it has run, so a master that dies in the
+        middle runs it again at its next start (handlers are idempotent).
+        """
         problems: list[str] = []
-        while self._undo:
-            what, fn = self._undo.pop()
-            self.log(f"rollback: {what}")
+        for step_id, step in reversed(self.journal.pending()):
+            self.log(f"rollback: {step.what}")
             try:
-                fn()
+                handler(step.kind)(self, step.args)
             except Exception as exc:  # noqa: BLE001 - a failing undo must not stop the others
-                problems.append(f"{what}: {exc}")
-                self.log(f"rollback step failed: {what}: {exc}", "error")
+                problems.append(f"{step.what}: {exc}")
+                self.log(f"rollback step failed: {step.what}: {exc}", "error")
+            self.journal.done(step_id)
         return problems
 
     def owned(self, level: str) -> set[str]:

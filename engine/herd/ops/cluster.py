@@ -14,9 +14,10 @@ from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import generate_domain_secret
 from herd.crypto.sshkeys import generate_ssh_key
 from herd.errors import ConflictError, PrerequisiteError, ValidationError
-from herd.ops import nodejoin
+from herd.ops import levels, nodejoin, orphans
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.params import Param, check_name, check_port_range
+from herd.ops.params import Param, check_abs_dir, check_name, check_port_range
+from herd.ops.undo import undo_handler
 
 HYPERVISORS = ("kvm", "fake")
 DISK_TEMPLATES = ("file", "sharedfile", "plain", "drbd")
@@ -71,12 +72,32 @@ SETTINGS = (
         check=_nonempty,
         doc="disk templates instances may use",
     ),
-    Param("hvparams", dict, doc="hypervisor parameters per hypervisor"),
-    Param("beparams", dict, doc="backend parameters (memory, vcpus …)"),
+    Param(
+        "hvparams",
+        dict,
+        structure=levels.check_hvparams,
+        doc="hypervisor parameters per hypervisor",
+    ),
+    Param(
+        "beparams",
+        dict,
+        structure=levels.check_beparams,
+        doc="backend parameters (memory, vcpus, auto_balance)",
+    ),
     Param("ndparams", dict, doc="node parameters"),
-    Param("diskparams", dict, doc="disk parameters per template"),
-    Param("nicparams", dict, doc="NIC parameters (mode, link)"),
-    Param("file_storage_dir", str, doc="directory of file-backed disks on the nodes"),
+    Param(
+        "diskparams",
+        dict,
+        structure=levels.check_diskparams,
+        doc="disk parameters per template",
+    ),
+    Param("nicparams", dict, structure=levels.check_nicparams, doc="NIC parameters (mode, link)"),
+    Param(
+        "file_storage_dir",
+        str,
+        check=check_abs_dir,
+        doc="directory of file-backed disks on the nodes",
+    ),
     Param(
         "compression_tools",
         list,
@@ -91,19 +112,41 @@ SETTINGS = (
     ),
     Param("max_running_jobs", int, minimum=1, maximum=1000, doc="jobs running at once"),
     Param("tags", list, item_type=str, doc="cluster tags"),
-    Param("domain_secret", str, secret=True, check=_check_secret,
-          doc="cluster domain secret shared by clusters that move instances between them "
-          "(default at init: a new random one)"),
-    Param("allow_cipher_bypassing", bool, extra={"local_only": True},
-          doc="let intra-cluster moves choose TLS ciphers from the allow-list; never settable "
-          "over a remote API"),
-    Param("zeroing_image", str, check=_check_image_dir,
-          doc="directory on every node holding the zeroing helper image (vmlinuz and "
-          "initrd.img, see lab/build-zeroing-image.py); empty: no zero_free_space"),
-    Param("zeroing_timeout_fixed", float, minimum=1, maximum=86400,
-          doc="seconds a zeroing helper may run, plus zeroing_timeout_per_gib per GiB of disk"),
-    Param("zeroing_timeout_per_gib", float, minimum=0, maximum=3600,
-          doc="seconds per GiB of the instance's disks added to zeroing_timeout_fixed"),
+    Param(
+        "domain_secret",
+        str,
+        secret=True,
+        check=_check_secret,
+        doc="cluster domain secret shared by clusters that move instances between them "
+        "(default at init: a new random one)",
+    ),
+    Param(
+        "allow_cipher_bypassing",
+        bool,
+        doc="let intra-cluster moves choose TLS ciphers from the allow-list; never settable "
+        "over a remote API",
+    ),
+    Param(
+        "zeroing_image",
+        str,
+        check=_check_image_dir,
+        doc="directory on every node holding the zeroing helper image (vmlinuz and "
+        "initrd.img, see lab/build-zeroing-image.py); empty: no zero_free_space",
+    ),
+    Param(
+        "zeroing_timeout_fixed",
+        float,
+        minimum=1,
+        maximum=86400,
+        doc="seconds a zeroing helper may run, plus zeroing_timeout_per_gib per GiB of disk",
+    ),
+    Param(
+        "zeroing_timeout_per_gib",
+        float,
+        minimum=0,
+        maximum=3600,
+        doc="seconds per GiB of the instance's disks added to zeroing_timeout_fixed",
+    ),
 )
 
 
@@ -149,14 +192,14 @@ class ClusterInit(Op):
         p = self.params
         services = ctx.services
         crypto = services.crypto_dir
-        ctx.undo("remove the cluster's keys and CA", lambda: shutil.rmtree(crypto, True))
+        ctx.undo("remove the cluster's keys and CA", "cluster.remove_crypto")
         crypto.mkdir(parents=True, exist_ok=True, mode=0o700)
         ca = ClusterCA.create(p["name"])
         ca.save(crypto)
         key_line = generate_ssh_key(services.ssh_key_path, comment=f"herd@{p['name']}")
         secret = generate_domain_secret()
         services.reset_rpc()
-        ctx.undo("drop connections made with the new key", services.reset_rpc)
+        ctx.undo("drop connections made with the new key", "cluster.reset_rpc")
         ctx.log(f"cluster {p['name']}: created CA, SSH key and domain secret")
 
         cluster = Cluster(
@@ -189,6 +232,21 @@ class ClusterInit(Op):
         ctx.locks.register("node-res", [node.uuid])
         ctx.log(f"cluster {cluster.name} initialised with master node {node.name}")
         return {"cluster": cluster.name, "master_node": node.name, "changed": True}
+
+
+@undo_handler("cluster.remove_crypto")
+def _remove_crypto(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Only while no cluster is stored: ``cluster.init`` refuses to run beside one, so a
+    stored cluster is the one this init committed before its master died."""
+    if ctx.store.list("cluster"):
+        ctx.log("the cluster is in the config: its keys and CA are kept", "warning")
+        return
+    shutil.rmtree(ctx.services.crypto_dir, ignore_errors=True)
+
+
+@undo_handler("cluster.reset_rpc")
+def _reset_rpc(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.reset_rpc()
 
 
 @register
@@ -258,10 +316,15 @@ class ClusterDestroy(Op):
 @register
 class ClusterVerify(Op):
     OP_ID = "cluster.verify"
-    SUMMARY = "Check every node (reachable, versions, clocks, files) and the config"
+    SUMMARY = (
+        "Check every node (reachable, versions, clocks, files, orphans) and the config; "
+        "every problem carries a stable code"
+    )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
-        if level in ("nodegroup", "node"):
+        # node-res shared: ops hold it exclusively while anything they create on a node is
+        # not in the config yet, so holding it makes "not in the config" mean "orphan".
+        if level in ("nodegroup", "node", "node-res"):
             return LockSpec(ALL_LOCKS, shared=True)
         return super().declare_locks(level, ctx)
 
@@ -271,24 +334,32 @@ class ClusterVerify(Op):
         groups = {g.uuid for g in ctx.store.list("nodegroup")}
         problems: list[dict[str, str]] = []
 
-        def problem(node: str, severity: str, message: str) -> None:
-            problems.append({"node": node, "severity": severity, "message": message})
-            ctx.log(f"{severity}: {node}: {message}", "warning")
+        def problem(
+            node: str, severity: str, code: str, message: str, obj: str | None = None
+        ) -> None:
+            entry = {"node": node, "severity": severity, "code": code, "message": message}
+            problems.append(entry if obj is None else {**entry, "object": obj})
+            ctx.log(f"{severity}: {code}: {node}: {message}", "warning")
 
         if cluster.master_node not in {n.name for n in nodes}:
-            problem(cluster.master_node, "error", "the master node is not in the config")
+            problem(
+                cluster.master_node, "error", "ECLUSTERCFG", "the master node is not in the config"
+            )
         for node in nodes:
             if node.group not in groups:
-                problem(node.name, "error", f"node group {node.group} does not exist")
+                problem(
+                    node.name, "error", "ECLUSTERCFG", f"node group {node.group} does not exist"
+                )
         online = [n for n in nodes if not n.offline]
         for node in nodes:
             if node.offline:
-                problem(node.name, "info", "node is marked offline: not checked")
+                problem(node.name, "info", "ENODEOFFLINE", "node is marked offline: not checked")
         candidates = sum(1 for n in online if n.master_candidate)
         if candidates < min(cluster.candidate_pool_size, len(online)):
             problem(
                 "cluster",
                 "warning",
+                "ECLUSTERCFG",
                 f"only {candidates} master candidates, pool size is {cluster.candidate_pool_size}",
             )
         ca_sum = nodejoin.expected_checksums(cluster.ca_cert_pem.encode())
@@ -298,11 +369,13 @@ class ClusterVerify(Op):
             online, "check_files", {"paths": list(nodejoin.NODE_FILES)}, timeout=30
         )
         report: dict[str, Any] = {}
+        reached = []
         for node in online:
             ping = pings[node.name]
             if not ping.ok:
-                problem(node.name, "error", f"unreachable: {ping.error}")
+                problem(node.name, "error", "ENODEUNREACHABLE", f"unreachable: {ping.error}")
                 continue
+            reached.append(node)
             answer = ping.result or {}
             skew = answer["time"] - (sent + time.time()) / 2
             report[node.name] = {"version": answer["version"], "clock_skew": round(skew, 3)}
@@ -310,25 +383,71 @@ class ClusterVerify(Op):
                 problem(
                     node.name,
                     "error",
+                    "ENODEVERSION",
                     f"herd-node {answer['version']} differs from the master's {herd.__version__}",
                 )
             if abs(skew) > MAX_CLOCK_SKEW:
-                problem(node.name, "error", f"clock differs from the master's by {skew:.1f} s")
+                problem(
+                    node.name,
+                    "error",
+                    "ENODETIME",
+                    f"clock differs from the master's by {skew:.1f} s",
+                )
             found = (files[node.name].result or {}).get("files", {})
             for path in nodejoin.NODE_FILES:
                 if found.get(path) is None:
-                    problem(node.name, "error", f"missing file {path}")
+                    problem(node.name, "error", "ENODEFILECHECK", f"missing file {path}", path)
             for path, digest in ca_sum.items():
                 if found.get(path) not in (None, digest):
-                    problem(node.name, "error", f"{path} differs from the cluster CA")
+                    problem(
+                        node.name,
+                        "error",
+                        "ENODEFILECHECK",
+                        f"{path} differs from the cluster CA",
+                        path,
+                    )
+        orphaned = self.verify_orphans(ctx, cluster, reached, problem)
         disks = self.verify_drbd(ctx, {n.uuid: n for n in nodes}, problem)
         ok = not any(p["severity"] == "error" for p in problems)
         ctx.log("cluster verify: " + ("no errors" if ok else f"{len(problems)} problem(s)"))
-        return {"ok": ok, "problems": problems, "nodes": report, "drbd": disks}
+        return {"ok": ok, "problems": problems, "nodes": report, "drbd": disks, "orphans": orphaned}
+
+    @staticmethod
+    def verify_orphans(
+        ctx: OpContext, cluster: Cluster, nodes: list[Node], problem: Callable[..., None]
+    ) -> dict[str, list[dict[str, str]]]:
+        """Per reachable node, what exists there but not in the config (``herd.ops.orphans``).
+
+        A node listed with no findings was checked and is clean; a node missing from the
+        answer was not checked (offline, unreachable, or its inventory failed).
+        """
+        instances = ctx.store.list("instance")
+        vgs = orphans.volume_groups(cluster, ctx.store.list("nodegroup"), instances)
+        answers = ctx.services.call_many(nodes, "inventory", {"vgs": vgs}, timeout=60)
+        by_node: dict[str, list[dict[str, str]]] = {}
+        for node in nodes:
+            answer = answers[node.name]
+            if not answer.ok:
+                problem(
+                    node.name,
+                    "error",
+                    orphans.INVENTORY,
+                    f"could not list what is here: {answer.error}",
+                )
+                continue
+            found = orphans.findings(node, answer.result or {}, instances, cluster)
+            by_node[node.name] = [
+                {"code": f.code, "object": f.object, "message": f.message}
+                for f in found
+                if f.code != orphans.INVENTORY
+            ]
+            for f in found:
+                problem(node.name, f.severity, f.code, f.message, f.object)
+        return by_node
 
     @staticmethod
     def verify_drbd(
-        ctx: OpContext, nodes: dict[str, Node], problem: Callable[[str, str, str], None]
+        ctx: OpContext, nodes: dict[str, Node], problem: Callable[..., None]
     ) -> dict[str, Any]:
         """Live replication state of every DRBD instance: degraded, StandAlone, split brain."""
         # Imported here: the instance modules import this one for its settings.
@@ -339,7 +458,7 @@ class ClusterVerify(Op):
             if drbd.is_drbd(inst):
                 found[inst.name], issues = drbd.verify(ctx, inst, nodes)
                 for node, severity, message in issues:
-                    problem(node, severity, message)
+                    problem(node, severity, "ENODEDRBD", message)
         return found
 
 

@@ -20,7 +20,15 @@ class ConfigRestore(Op):
     OP_ID = "config.restore"
     SUMMARY = "Replace the whole cluster state with a dump"
     CLUSTER_LOCK_SHARED = False
-    PARAMS = (Param("data", dict, required=True, doc="the output of 'herd config dump'"),)
+    PARAMS = (
+        Param(
+            "data",
+            dict,
+            required=True,
+            secret=True,
+            doc="the output of 'herd config dump --with-secrets'",
+        ),
+    )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
         if level in RESTORED_LEVELS:

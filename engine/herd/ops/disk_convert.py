@@ -16,11 +16,14 @@ only then are the meta LVs and the secondary's copy removed; what cannot be remo
 
 from __future__ import annotations
 
+from typing import Any
+
 from herd.config.model import Instance, Node
 from herd.errors import HerdError
 from herd.ops import drbd
 from herd.ops.base import OpContext
 from herd.ops.instance_common import disk_arg
+from herd.ops.undo import node_arg, node_of, undo_handler
 
 PLAIN = "plain"
 
@@ -40,7 +43,9 @@ def to_drbd(ctx: OpContext, inst: Instance, secondary: Node) -> Instance:
             arg = {"disk": disk_arg(inst, index, disk)}
             ctx.undo(
                 f"deactivate plain disk {index} of {inst.name} on {primary.name}",
-                lambda a=arg: ctx.services.call(primary, "disk_shutdown", a),
+                "disk.shutdown",
+                node=node_arg(primary),
+                **arg,
             )
             # DRBD attaches to the LV's device node, which a stopped plain disk lacks.
             ctx.services.call(primary, "disk_assemble", arg)
@@ -53,6 +58,11 @@ def to_drbd(ctx: OpContext, inst: Instance, secondary: Node) -> Instance:
     ctx.forget_undo()
     ctx.log(f"{inst.name} converted to drbd, secondary {secondary.name}")
     return converted
+
+
+@undo_handler("disk.shutdown")
+def _shutdown(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.call(node_of(args), "disk_shutdown", {"disk": args["disk"]})
 
 
 def to_plain(ctx: OpContext, inst: Instance) -> tuple[Instance, list[str]]:

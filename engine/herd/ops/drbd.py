@@ -29,7 +29,8 @@ from herd.config.params import fill_params
 from herd.config.store import Transaction
 from herd.errors import ConflictError, HerdError, PrerequisiteError
 from herd.ops.base import OpContext
-from herd.ops.instance_common import disk_arg
+from herd.ops.instance_common import config_has_disk, disk_arg, undo_disk_create
+from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
 
 TEMPLATE = "drbd"
 DEFAULT_VG = "herd"
@@ -110,6 +111,13 @@ class Reservations:
                 chosen[node] = lowest_free(minors.get(node, set()), 0, 1048575, f"minor on {node}")
                 self._minors.setdefault(owner, {}).setdefault(node, set()).add(chosen[node])
             return port, chosen
+
+    def keep(self, owner: str, port: int, minors: dict[str, int]) -> None:
+        """Hold resources outside the config: a DRBD resource left on a node."""
+        with self._lock:
+            self._ports.setdefault(owner, set()).add(port)
+            for node, minor in minors.items():
+                self._minors.setdefault(owner, {}).setdefault(node, set()).add(minor)
 
     def release(self, owner: str) -> None:
         with self._lock:
@@ -320,6 +328,49 @@ def demote(ctx: OpContext, inst: Instance, node: Node) -> None:
     each_disk(ctx, inst, node, "drbd_secondary")
 
 
+def undo_promote(ctx: OpContext, inst: Instance, node: Node) -> None:
+    """Before a promotion: the step that demotes ``node`` again."""
+    ctx.undo(
+        f"demote {inst.name}'s disks on {node.name}",
+        "drbd.demote",
+        instance=instance_arg(inst),
+        node=node_arg(node),
+    )
+
+
+@undo_handler("disk.remove")
+def _remove_disk(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Remove a disk an op created, of any template.
+
+    Never one the config places on that node: a master that died between an op's config
+    commit and the end of its journal must not undo a finished op. A DRBD disk that
+    cannot be removed (its node is unreachable) keeps its port and minor reserved for as
+    long as this master runs, so no new disk is given what the orphan still holds.
+    """
+    node, disk = node_of(args), args["disk"]
+    if config_has_disk(ctx, disk["instance_uuid"], disk["uuid"], node.uuid):
+        ctx.log(f"kept disk {disk['index']} on {node.name}: the config uses it", "warning")
+        return
+    try:
+        ctx.services.call(node, "disk_remove", {"disk": disk})
+    except HerdError:
+        params = disk["params"]
+        if disk["template"] == TEMPLATE and "port" in params:
+            minors = {n: m for n, m in params["minors"].items() if n == node.name}
+            RESERVATIONS.keep(f"orphan:{disk['uuid']}", params["port"], minors)
+        raise
+
+
+@undo_handler("drbd.demote")
+def _demote(ctx: OpContext, args: dict[str, Any]) -> None:
+    demote(ctx, instance_of(args), node_of(args))
+
+
+@undo_handler("drbd.release")
+def _release(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.call(node_of(args), "drbd_release", {"disk": args["disk"]})
+
+
 def create(
     ctx: OpContext,
     inst: Instance,
@@ -341,13 +392,12 @@ def create(
             if adopt and node is primary:
                 ctx.undo(
                     f"take DRBD off disk {index} of {inst.name} on {node.name}, keeping its data",
-                    lambda a=arg: ctx.services.call(primary, "drbd_release", {"disk": a}),
+                    "drbd.release",
+                    node=node_arg(node),
+                    disk=arg,
                 )
                 continue
-            ctx.undo(
-                f"remove disk {index} of {inst.name} on {node.name}",
-                lambda n=node, a=arg: ctx.services.call(n, "disk_remove", {"disk": a}),
-            )
+            undo_disk_create(ctx, f"remove disk {index} of {inst.name} on {node.name}", node, arg)
     for index, disk in enumerate(inst.disks):
         answers = ctx.services.call_many(
             [primary, secondary], "disk_create", {"disk": disk_arg(inst, index, disk)}, 3600
@@ -361,7 +411,7 @@ def create(
         ctx.log(f"new disks of {inst.name}: initial sync skipped (empty, OS install follows)")
         return
     # Both copies start Inconsistent: forcing the primary up makes it the sync source.
-    ctx.undo(f"demote {inst.name}'s disks on {primary.name}", lambda: demote(ctx, inst, primary))
+    undo_promote(ctx, inst, primary)
     promote(ctx, inst, primary, force=True)
     wait_sync(ctx, inst, primary)
     demote(ctx, inst, primary)
@@ -427,6 +477,11 @@ def set_dual_primary(ctx: OpContext, inst: Instance, nodes: list[Node], enabled:
         each_disk(ctx, inst, node, "drbd_allow_dual_primary", {"enabled": enabled})
 
 
+@undo_handler("drbd.single_primary")
+def _single_primary(ctx: OpContext, args: dict[str, Any]) -> None:
+    set_dual_primary(ctx, instance_of(args), [Node.from_dict(n) for n in args["nodes"]], False)
+
+
 def migration_prepare(ctx: OpContext, inst: Instance, source: Node, target: Node) -> list[str]:
     """Both copies in sync, two primaries allowed, the target promoted: its device paths.
 
@@ -439,10 +494,12 @@ def migration_prepare(ctx: OpContext, inst: Instance, source: Node, target: Node
     nodes = [source, target]
     ctx.undo(
         f"forbid two primaries for {inst.name}",
-        lambda: set_dual_primary(ctx, inst, nodes, False),
+        "drbd.single_primary",
+        instance=instance_arg(inst),
+        nodes=[node_arg(n) for n in nodes],
     )
     set_dual_primary(ctx, inst, nodes, True)
-    ctx.undo(f"demote {inst.name}'s disks on {target.name}", lambda: demote(ctx, inst, target))
+    undo_promote(ctx, inst, target)
     promote(ctx, inst, target)
     ctx.log(f"disks of {inst.name} are Primary on {source.name} and {target.name}")
     return paths

@@ -16,6 +16,7 @@ from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.instance_common import get_node
 from herd.ops.params import Param, check_name
 from herd.ops.transfer import new_transfer_id, report, watch
+from herd.ops.undo import node_arg, node_of, undo_handler
 
 MANIFEST_VERSION = 1
 
@@ -31,7 +32,10 @@ def run_file_end(
     tid = new_transfer_id()
     ctx.undo(
         f"abort {role} {tid} on {node.name}",
-        lambda: ctx.services.call(node, "export_abort", {"transfer_id": tid, "role": role}),
+        "export.abort",
+        node=node_arg(node),
+        transfer_id=tid,
+        role=role,
     )
     ctx.services.call(node, start, {"transfer_id": tid, **args})
     (done,) = watch(
@@ -48,9 +52,23 @@ def begin_work(ctx: OpContext, node: Node) -> tuple[str, str]:
     token = new_transfer_id()
     ctx.undo(
         f"remove the work directory {token} on {node.name}",
-        lambda: ctx.services.call(node, "export_discard", {"token": token}),
+        "export.discard",
+        node=node_arg(node),
+        token=token,
     )
     return token, ctx.services.call(node, "export_begin", {"token": token})["path"]
+
+
+@undo_handler("export.abort")
+def _abort(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.call(
+        node_of(args), "export_abort", {"transfer_id": args["transfer_id"], "role": args["role"]}
+    )
+
+
+@undo_handler("export.discard")
+def _discard(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.call(node_of(args), "export_discard", {"token": args["token"]})
 
 
 def read_manifest(ctx: OpContext, node: Node, name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from herd.config.model import NodeGroup
 from herd.errors import ConflictError, PrerequisiteError
+from herd.ops import levels
 from herd.ops.base import LockSpec, Op, OpContext, register
 from herd.ops.cluster import validate_group_ref
 from herd.ops.params import Param, check_name
@@ -27,7 +28,12 @@ def _name(positional: bool = True) -> Param:
 GROUP_SETTINGS = (
     Param("ndparams", dict, doc="node parameters overriding the cluster's"),
     Param("diskparams", dict, doc="disk parameters per template overriding the cluster's"),
-    Param("hvparams", dict, doc="hypervisor parameters overriding the cluster's"),
+    Param(
+        "hvparams",
+        dict,
+        structure=levels.check_hvparams,
+        doc="hypervisor parameters overriding the cluster's",
+    ),
     Param(
         "alloc_policy",
         str,

@@ -20,11 +20,13 @@ from herd.ops.instance_base import (
     set_admin_state,
     shutdown_disks,
     start_on,
-    stop_on,
+    undo_start,
 )
 from herd.ops.instance_common import (
     DISK_TEMPLATES,
     MIRRORED,
+    check_disks,
+    check_nics,
     cluster,
     disk_arg,
     generate_mac,
@@ -32,10 +34,13 @@ from herd.ops.instance_common import (
     instance_spec,
     normalise_disks,
     normalise_nics,
+    undo_disk_create,
     used_macs,
 )
-from herd.ops.params import Param, check_name
-from herd.ops.placement import place
+from herd.ops.levels import BEPARAMS, instance_param
+from herd.ops.params import Param, check_name, check_os_name
+from herd.ops.placement import IALLOCATOR, place
+from herd.ops.undo import instance_arg, node_arg, undo_handler
 
 
 @register
@@ -53,16 +58,18 @@ class InstanceAdd(Op):
             "disks",
             list,
             default=[],
+            structure=check_disks,
             doc="disk sizes (MiB, or 512M/2G/1T) or {size, mode, name} mappings",
         ),
         Param(
             "nics",
             list,
             default=[{}],
+            structure=check_nics,
             doc="NICs as {mac, ip, mode, link, name}; "
             "one NIC with the cluster's defaults when not given",
         ),
-        Param("os", str, doc="OS definition, 'name+variant' (Ganeti OS API)"),
+        Param("os", str, check=check_os_name, doc="OS definition, 'name+variant' (Ganeti OS API)"),
         Param("install", bool, default=True, doc="run the OS create script on the disks"),
         Param(
             "hypervisor",
@@ -71,17 +78,12 @@ class InstanceAdd(Op):
             doc="hypervisor (default: the cluster's first enabled one)",
         ),
         Param("hvparams", dict, default={}, doc="hypervisor parameters for this instance"),
-        Param("memory", int, minimum=16, doc="memory in MiB (default: the cluster's)"),
-        Param("vcpus", int, minimum=1, maximum=256, doc="virtual CPUs (default: the cluster's)"),
+        instance_param(BEPARAMS, "memory", "memory in MiB (default: the cluster's)"),
+        instance_param(BEPARAMS, "vcpus", "virtual CPUs (default: the cluster's)"),
         Param("osparams", dict, default={}, doc="OS parameters (OSP_* variables)"),
         Param("primary_node", str, doc="place here instead of asking the allocator"),
         Param("secondary_node", str, doc="DRBD secondary (with primary_node)"),
-        Param(
-            "iallocator",
-            str,
-            doc="path of an external iallocator (Ganeti protocol) "
-            "instead of the built-in allocator",
-        ),
+        IALLOCATOR,
         Param(
             "opportunistic",
             bool,
@@ -237,14 +239,11 @@ class InstanceAdd(Op):
                     )
                 drbd.check_unique(txn, inst)
                 txn.add(inst)
-        ctx.undo(f"remove {inst.name} from the config", lambda: self.forget(ctx, inst))
+        ctx.undo(f"remove {inst.name} from the config", "instance.forget", uuid=inst.uuid)
         ctx.locks.register("instance", [inst.uuid])
         if p["start"]:
             self.undo_assembly(ctx, inst, placement.primary)
-            ctx.undo(
-                f"stop {inst.name}",
-                lambda: stop_on(ctx, inst, placement.primary, 0, force=True),
-            )
+            undo_start(ctx, inst, placement.primary)
             start_on(ctx, inst, placement.primary)
             set_admin_state(ctx, inst, "up")
             ctx.log(f"instance {inst.name} started on {placement.primary.name}")
@@ -321,9 +320,8 @@ class InstanceAdd(Op):
         for node in nodes:
             for index, disk in enumerate(inst.disks):
                 spec = disk_arg(inst, index, disk)
-                ctx.undo(
-                    f"remove disk {index} of {inst.name} on {node.name}",
-                    lambda n=node, s=spec: ctx.services.call(n, "disk_remove", {"disk": s}),
+                undo_disk_create(
+                    ctx, f"remove disk {index} of {inst.name} on {node.name}", node, spec
                 )
                 ctx.services.call(node, "disk_create", {"disk": spec}, timeout=3600)
         ctx.log(f"created {len(inst.disks)} disk(s) on " + ", ".join(n.name for n in nodes))
@@ -333,13 +331,20 @@ class InstanceAdd(Op):
         """Disks in use (a DRBD Primary) cannot be removed: take them down first."""
         ctx.undo(
             f"shut down the disks of {inst.name} on {node.name}",
-            lambda: shutdown_disks(ctx, inst, node),
+            "instance.shutdown_disks",
+            instance=instance_arg(inst),
+            node=node_arg(node),
         )
 
-    @staticmethod
-    def forget(ctx: OpContext, inst: Instance) -> None:
-        with ctx.store.transaction() as txn:
-            current = txn.find("instance", inst.uuid)
-            if current is not None:
-                txn.delete(current)
-        ctx.locks.unregister("instance", [inst.uuid])
+
+@undo_handler("instance.forget")
+def _forget(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Take a new instance out of the config again, and its lock with it: the lock
+    exists exactly while the config holds the instance (a restarted master registers
+    locks from the config), so a second run of this step finds neither."""
+    with ctx.store.transaction() as txn:
+        current = txn.find("instance", args["uuid"])
+        if current is not None:
+            txn.delete(current)
+    if current is not None:
+        ctx.locks.unregister("instance", [args["uuid"]])

@@ -10,6 +10,7 @@ from herd.ops import drbd
 from herd.ops.base import LockSpec, Op, OpContext
 from herd.ops.instance_common import disk_arg, get_instance, instance_nodes, instance_spec
 from herd.ops.params import Param, check_name
+from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
 
 SHUTDOWN_TIMEOUT = Param(
     "shutdown_timeout",
@@ -144,7 +145,12 @@ def stop_for_copy(ctx: OpContext, inst: Instance, node: Node, timeout: float) ->
     state = runtime_state(ctx, inst, node)
     if not state or state.get("state") != "running":
         return False
-    ctx.undo(f"start {inst.name} again on {node.name}", lambda: start_on(ctx, inst, node))
+    ctx.undo(
+        f"start {inst.name} again on {node.name}",
+        "instance.start",
+        instance=instance_arg(inst),
+        node=node_arg(node),
+    )
     stop_on(ctx, inst, node, timeout)
     ctx.log(f"instance {inst.name} stopped for the copy")
     return True
@@ -161,3 +167,23 @@ def stop_on(
         {"name": inst.name, "hypervisor": inst.hypervisor, "timeout": timeout, "force": force},
         timeout=timeout + 60,
     )
+
+
+def undo_start(ctx: OpContext, inst: Instance, node: Node) -> None:
+    """Before starting a new instance: the step that forces it off again."""
+    ctx.undo(f"stop {inst.name}", "instance.stop", instance=instance_arg(inst), node=node_arg(node))
+
+
+@undo_handler("instance.start")
+def _start(ctx: OpContext, args: dict[str, Any]) -> None:
+    start_on(ctx, instance_of(args), node_of(args))
+
+
+@undo_handler("instance.stop")
+def _stop(ctx: OpContext, args: dict[str, Any]) -> None:
+    stop_on(ctx, instance_of(args), node_of(args), 0, force=True)
+
+
+@undo_handler("instance.shutdown_disks")
+def _shutdown_disks(ctx: OpContext, args: dict[str, Any]) -> None:
+    shutdown_disks(ctx, instance_of(args), node_of(args))

@@ -11,6 +11,9 @@ from herd.config.params import fill_params
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops.base import OpContext
 from herd.ops.cluster import DISK_TEMPLATES as CLUSTER_DISK_TEMPLATES
+from herd.ops.levels import NIC_FIELDS, check_item_name, check_level
+from herd.ops.params import Param
+from herd.ops.undo import node_arg
 
 #: Templates whose disks exist on two nodes (or on storage all nodes see), so the
 #: instance can move between them without copying data.
@@ -19,76 +22,105 @@ SHARED = frozenset({"sharedfile", "diskless"})
 MOVABLE = MIRRORED | SHARED
 DISK_TEMPLATES = ("diskless", *CLUSTER_DISK_TEMPLATES)
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([mgt]?)i?b?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*([mgt]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+#: 16 TiB: the largest file ext4 holds with 4 KiB blocks, so file disks cannot be larger
+#: on the usual node filesystem, and one limit serves every template. A size beyond it is
+#: a slip of the keyboard (10**15 MiB was accepted before), refused before any node is
+#: asked for the space.
+MAX_DISK_MIB = 16 * 1024 * 1024
+SIZE_ALLOWED = (
+    f"a size in MiB from 1 to {MAX_DISK_MIB} (16 TiB), or a number with unit M, G or T "
+    "(e.g. 512M, 2G)"
+)
+
+DISK_FIELDS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("size", object, allowed=SIZE_ALLOWED, doc="size"),
+        Param("mode", str, choices=("rw", "ro"), doc="read-write or read-only"),
+        Param("name", str, check=check_item_name, doc="disk name"),
+    )
+}
 
 
 def parse_size(value: Any, field: str) -> int:
     """MiB from an int (MiB) or text like '512M', '2G', '1.5T', as gnt-instance accepts."""
-    allowed = "a size in MiB, or a number with unit M, G or T (e.g. 512M, 2G)"
     if isinstance(value, bool):
-        raise ValidationError(field, value, allowed)
+        raise ValidationError(field, value, SIZE_ALLOWED)
     if isinstance(value, int):
         size = value
     else:
         m = _SIZE.match(str(value).strip())
         if not m:
-            raise ValidationError(field, value, allowed)
+            raise ValidationError(field, value, SIZE_ALLOWED)
         size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if size < 1:
-        raise ValidationError(field, value, allowed)
+    if not 1 <= size <= MAX_DISK_MIB:
+        raise ValidationError(field, value, SIZE_ALLOWED)
     return size
 
 
-def normalise_disks(disks: list[Any]) -> list[dict[str, Any]]:
+def _given(item: dict[str, Any]) -> dict[str, Any]:
+    """A null inside a disk or NIC means "not given", as it does for op parameters."""
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def normalise_disks(disks: list[Any], fname: str = "disks") -> list[dict[str, Any]]:
     """Each disk as {size_mib, mode, name}; accepts sizes or {size, mode, name} dicts."""
     out = []
     for i, disk in enumerate(disks):
-        field = f"disks[{i}]"
-        spec = disk if isinstance(disk, dict) else {"size": disk}
-        unknown = set(spec) - {"size", "mode", "name"}
-        if unknown:
-            raise ValidationError(f"{field}.{sorted(unknown)[0]}", spec, "keys size, mode, name")
-        mode = spec.get("mode", "rw")
-        if mode not in ("rw", "ro"):
-            raise ValidationError(f"{field}.mode", mode, "one of 'rw', 'ro'")
+        where = f"{fname}[{i}]"
+        given = check_level(
+            DISK_FIELDS, _given(disk) if isinstance(disk, dict) else {"size": disk}, where
+        )
         out.append(
             {
-                "size_mib": parse_size(spec.get("size"), f"{field}.size"),
-                "mode": mode,
-                "name": str(spec.get("name") or f"disk{i}"),
+                "size_mib": parse_size(given.get("size"), f"{where}.size"),
+                "mode": given.get("mode", "rw"),
+                "name": given.get("name", f"disk{i}"),
             }
         )
     return out
 
 
+def check_disks(disks: list[Any], fname: str) -> list[Any]:
+    """``Param.structure`` of a disk list: every disk checked when the job is submitted."""
+    normalise_disks(disks, fname)
+    return disks
+
+
+def check_nics(nics: list[Any], fname: str) -> list[Any]:
+    """``Param.structure`` of a NIC list: every field checked, no MAC given twice."""
+    owner: dict[str, int] = {}
+    for i, nic in enumerate(nics):
+        where = f"{fname}[{i}]"
+        if not isinstance(nic, dict):
+            allowed = "a mapping with keys " + ", ".join(sorted(NIC_FIELDS))
+            raise ValidationError(where, nic, allowed)
+        mac = check_level(NIC_FIELDS, _given(nic), where).get("mac")
+        if mac in owner:
+            raise ValidationError(
+                f"{where}.mac",
+                mac,
+                f"a MAC no other NIC of the instance has ({fname}[{owner[mac]}] has it)",
+            )
+        if mac is not None:
+            owner[mac] = i
+    return nics
+
+
 def normalise_nics(nics: list[Any], defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """Each NIC as {mac, ip, mode, link, name}; missing values come from cluster nicparams."""
+    check_nics(nics, "nics")
     out = []
-    for i, nic in enumerate(nics):
-        field = f"nics[{i}]"
-        if not isinstance(nic, dict):
-            raise ValidationError(field, nic, "a mapping with keys mac, ip, mode, link, name")
-        unknown = set(nic) - {"mac", "ip", "mode", "link", "name"}
-        if unknown:
-            raise ValidationError(
-                f"{field}.{sorted(unknown)[0]}", nic, "keys mac, ip, mode, link, name"
-            )
-        mode = nic.get("mode", defaults.get("mode", "bridged"))
-        if mode not in ("bridged", "routed", "openvswitch"):
-            raise ValidationError(
-                f"{field}.mode", mode, "one of 'bridged', 'routed', 'openvswitch'"
-            )
-        mac = nic.get("mac")
-        if mac is not None and not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac):
-            raise ValidationError(f"{field}.mac", mac, "a lower-case MAC aa:bb:cc:dd:ee:ff")
+    for i, nic in enumerate(map(_given, nics)):
         out.append(
             {
-                "mac": mac,
+                "mac": nic.get("mac"),
                 "ip": nic.get("ip"),
-                "mode": mode,
+                "mode": nic.get("mode", defaults.get("mode", "bridged")),
                 "link": nic.get("link", defaults.get("link", "")),
-                "name": nic.get("name") or f"nic{i}",
+                "name": nic.get("name", f"nic{i}"),
             }
         )
     return out
@@ -165,6 +197,20 @@ def disk_spec(index: int, disk: Disk) -> dict[str, Any]:
 def disk_arg(inst: Instance, index: int, disk: Disk) -> dict[str, Any]:
     """A disk as disk actions take it: outside an instance spec it names its instance."""
     return {**disk_spec(index, disk), "instance_uuid": inst.uuid}
+
+
+def undo_disk_create(ctx: OpContext, what: str, node: Node, disk: dict[str, Any]) -> None:
+    """Before ``disk_create`` of ``disk`` (a :func:`disk_arg`) on ``node``: its removal
+    (the handler is in herd.ops.drbd, beside the DRBD port and minor reservations)."""
+    ctx.undo(what, "disk.remove", node=node_arg(node), disk=disk)
+
+
+def config_has_disk(ctx: OpContext, instance_uuid: str, disk_uuid: str, node_uuid: str) -> bool:
+    """True if the stored instance keeps this disk on this node."""
+    inst = ctx.store.find("instance", instance_uuid)
+    if not isinstance(inst, Instance):
+        return False
+    return any(d.uuid == disk_uuid and node_uuid in d.nodes for d in inst.disks)
 
 
 def nic_spec(index: int, nic: Nic) -> dict[str, Any]:

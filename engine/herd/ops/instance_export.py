@@ -37,7 +37,13 @@ from herd.ops.instance_base import (
 from herd.ops.instance_common import cluster, get_node
 from herd.ops.instance_remote import forget_source, identity
 from herd.ops.params import Param
-from herd.ops.transfer import COMPRESSION, Endpoint, check_compression, copy_disk
+from herd.ops.transfer import (
+    COMPRESSION,
+    STALL_TIMEOUT,
+    Endpoint,
+    check_compression,
+    copy_disk,
+)
 
 
 def manifest(
@@ -102,6 +108,7 @@ class InstanceExport(InstanceOp):
         ),
         SHUTDOWN_TIMEOUT,
         zeroing.ZERO_FREE_SPACE,
+        STALL_TIMEOUT,
     )
 
     def target(self, ctx: OpContext, inst: Instance) -> Node:
@@ -210,6 +217,7 @@ class InstanceExport(InstanceOp):
                     None,
                     None,
                     f"copying {label} to {target.name}",
+                    stall_timeout=p["stall_timeout"],
                 )
             done = run_file_end(
                 ctx,

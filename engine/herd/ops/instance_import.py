@@ -24,6 +24,7 @@ from herd.ops.instance_add import InstanceAdd
 from herd.ops.instance_base import assemble_disks, require_online, shutdown_disks
 from herd.ops.instance_common import DISK_TEMPLATES, cluster, get_node
 from herd.ops.params import Param, check_name, validate_params
+from herd.ops.placement import IALLOCATOR
 from herd.ops.transfer import Endpoint, check_compression, copy_disk
 
 #: Manifest keys that are ``instance.add`` parameters as they stand.
@@ -55,7 +56,7 @@ class InstanceImport(InstanceAdd):
         ),
         Param("primary_node", str, doc="place here instead of asking the allocator"),
         Param("secondary_node", str, doc="DRBD secondary (with primary_node)"),
-        Param("iallocator", str, doc="path of an external iallocator"),
+        IALLOCATOR,
         Param(
             "start",
             bool,

@@ -21,8 +21,8 @@ from herd.ops.instance_base import (
     start_on,
     stop_on,
 )
-from herd.ops.instance_common import disk_arg, instance_spec
-from herd.ops.params import Param, check_name
+from herd.ops.instance_common import disk_arg, instance_nodes, instance_spec
+from herd.ops.params import Param, check_name, check_os_name
 
 
 @register
@@ -126,9 +126,30 @@ class InstanceRemove(InstanceOp):
             "ignore_failures",
             bool,
             default=False,
-            doc="remove from the config even if a node cannot clean up (dead node)",
+            doc="remove from the config even if a node cannot clean up (dead or offline "
+            "node); what it held stays there for 'herd cluster verify' to report",
         ),
     )
+
+    def check(self, ctx: OpContext) -> None:
+        """An offline node's disks cannot be removed: say so instead of leaving them."""
+        if self.params["ignore_failures"]:
+            return
+        inst = self.instance(ctx)
+        offline = [
+            node.name
+            for node in (ctx.store.get("node", uuid) for uuid in instance_nodes(inst))
+            if node.offline
+        ]
+        if offline:
+            raise PrerequisiteError(
+                f"instance {inst.name} has disks on offline node(s) {', '.join(offline)}, "
+                "which cannot be removed there; bring the node(s) back online, or set "
+                "ignore_failures to remove the instance from the config anyway and leave "
+                "those disks behind for 'herd cluster verify' to report",
+                instance=inst.name,
+                nodes=offline,
+            )
 
     def run(self, ctx: OpContext) -> Any:
         inst = self.instance(ctx)
@@ -205,7 +226,12 @@ class InstanceReinstall(InstanceOp):
     SUMMARY = "Run the OS create script again on a stopped instance's disks"
     PARAMS = (
         instance_name_param(),
-        Param("os", str, doc="install this OS (os+variant) instead of the current one"),
+        Param(
+            "os",
+            str,
+            check=check_os_name,
+            doc="install this OS (os+variant) instead of the current one",
+        ),
         Param("osparams", dict, doc="OS parameters replacing the current ones"),
     )
 

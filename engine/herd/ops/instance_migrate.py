@@ -7,9 +7,11 @@ silently to a copy.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from herd.config.model import Instance, Node
+from herd.crypto.ca import ClusterCA
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
@@ -26,6 +28,8 @@ from herd.ops.instance_base import (
 )
 from herd.ops.instance_common import MIRRORED, MOVABLE, get_node, instance_spec
 from herd.ops.params import Param
+from herd.ops.transfer import credentials
+from herd.ops.undo import node_arg, node_of, undo_handler
 
 TARGET_NODE = Param(
     "target_node", str, doc="target node (shared storage); DRBD always goes to its secondary"
@@ -89,6 +93,20 @@ class _MoveOp(InstanceOp):
             txn.update(inst)
 
 
+@undo_handler("migration.abort_incoming")
+def _abort_incoming(ctx: OpContext, args: dict[str, Any]) -> None:
+    hv = {"name": args["name"], "hypervisor": args["hypervisor"]}
+    ctx.services.call(node_of(args), "instance_migration_finish", {**hv, "success": False})
+
+
+def migration_credentials(ctx: OpContext) -> dict[str, str]:
+    """A migration id and its throw-away certificate from the cluster CA: the hypervisors
+    encrypt the memory stream with it and each end admits only this migration's peer."""
+    migration_id = "migr-" + secrets.token_hex(8)
+    ca = ClusterCA.load(ctx.services.crypto_dir)
+    return {"migration_id": migration_id, **credentials(ca, migration_id)}
+
+
 @register
 class InstanceMigrate(_MoveOp):
     OP_ID = "instance.migrate"
@@ -122,12 +140,17 @@ class InstanceMigrate(_MoveOp):
         hv = {"name": inst.name, "hypervisor": inst.hypervisor}
         ctx.undo(
             f"abort the incoming migration on {target.name}",
-            lambda: ctx.services.call(
-                target, "instance_migration_finish", {**hv, "success": False}
-            ),
+            "migration.abort_incoming",
+            node=node_arg(target),
+            **hv,
         )
+        tls = migration_credentials(ctx)
+        target_ip = drbd.replication_ip(target)
         accepted = ctx.services.call(
-            target, "instance_migration_accept", {"spec": spec, "disk_paths": paths}, timeout=300
+            target,
+            "instance_migration_accept",
+            {"spec": spec, "disk_paths": paths, "bind_ip": target_ip, **tls},
+            timeout=300,
         )
         ctx.log(
             f"migrating {inst.name} {source.name} -> {target.name} "
@@ -138,9 +161,10 @@ class InstanceMigrate(_MoveOp):
             "instance_migrate",
             {
                 **hv,
-                "target_ip": target.secondary_ip,
+                "target_ip": target_ip,
                 "port": accepted["port"],
                 "live": self.params["live"],
+                **tls,
             },
             timeout=3600,
         )

@@ -23,6 +23,7 @@ from herd.ops.instance_base import (
     require_stopped,
 )
 from herd.ops.instance_common import (
+    check_nics,
     cluster,
     disk_arg,
     generate_mac,
@@ -31,6 +32,7 @@ from herd.ops.instance_common import (
     parse_size,
     used_macs,
 )
+from herd.ops.levels import BEPARAMS, instance_param
 from herd.ops.params import Param
 
 #: The templates a disk conversion goes between.
@@ -43,8 +45,8 @@ class InstanceModify(InstanceOp):
     SUMMARY = "Change memory, vCPUs, parameters, tags, NICs, grow a disk, convert plain/drbd"
     PARAMS = (
         instance_name_param(),
-        Param("memory", int, minimum=16, doc="memory in MiB (next start)"),
-        Param("vcpus", int, minimum=1, maximum=256, doc="virtual CPUs (next start)"),
+        instance_param(BEPARAMS, "memory", "memory in MiB (next start)"),
+        instance_param(BEPARAMS, "vcpus", "virtual CPUs (next start)"),
         Param(
             "hvparams",
             dict,
@@ -55,6 +57,7 @@ class InstanceModify(InstanceOp):
         Param(
             "nics",
             list,
+            structure=check_nics,
             doc="the complete NIC list {mac, ip, mode, link, name}; "
             "entries without mac keep the MAC of the NIC at that index or get a new one",
         ),

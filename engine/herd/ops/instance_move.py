@@ -31,12 +31,14 @@ from herd.ops.instance_common import (
     cluster,
     disk_arg,
     get_node,
+    undo_disk_create,
 )
 from herd.ops.params import Param
 from herd.ops.transfer import (
     BANDWIDTH,
     CIPHERS,
     COMPRESSION,
+    STALL_TIMEOUT,
     Endpoint,
     check_ciphers,
     check_compression,
@@ -62,6 +64,7 @@ class InstanceMove(InstanceOp):
         COMPRESSION,
         CIPHERS,
         BANDWIDTH,
+        STALL_TIMEOUT,
         SHUTDOWN_TIMEOUT,
         zeroing.ZERO_FREE_SPACE,
         *instance_remote.REMOTE_PARAMS,
@@ -88,6 +91,10 @@ class InstanceMove(InstanceOp):
             )
         require_online(self.primary(ctx, inst), "read its disks")
         if p["dest_cluster"] is not None:
+            if p["stall_timeout"] is not None:
+                raise ValidationError(
+                    "stall_timeout", p["stall_timeout"], "nothing for a move between clusters"
+                )
             instance_remote.check(self, ctx, inst)
             return
         instance_remote.refuse_remote_only(p)
@@ -152,6 +159,7 @@ class InstanceMove(InstanceOp):
                     p["ciphers"],
                     p["bandwidth_limit"],
                     f"disk {index} of {inst.name}",
+                    stall_timeout=p["stall_timeout"],
                 )
             )
         shutdown_disks(ctx, moved, target)
@@ -195,8 +203,5 @@ def copy_of(inst: Instance, template: str, target: Node) -> Instance:
 def create_disks_on(ctx: OpContext, inst: Instance, node: Node) -> None:
     for index, disk in enumerate(inst.disks):
         arg = disk_arg(inst, index, disk)
-        ctx.undo(
-            f"remove the new disk {index} on {node.name}",
-            lambda a=arg: ctx.services.call(node, "disk_remove", {"disk": a}),
-        )
+        undo_disk_create(ctx, f"remove the new disk {index} on {node.name}", node, arg)
         ctx.services.call(node, "disk_create", {"disk": arg}, timeout=3600)

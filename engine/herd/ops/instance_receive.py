@@ -106,7 +106,9 @@ class InstanceReceive(InstanceAdd):
         self.compression = str(msg.get("compression", "none"))
 
     def check(self, ctx: OpContext) -> None:
-        msg = verify_message(cluster(ctx).domain_secret, self.offer)
+        # The job may check again when retried or resumed; anyone else using the same
+        # offer is a replay.
+        msg = verify_message(cluster(ctx).domain_secret, self.offer, holder=ctx.owner)
         self.source_cluster = msg["source_cluster"]
         self.source_ca_pem = msg["source_ca_pem"]
         check_compression(cluster(ctx), self.compression)
@@ -137,6 +139,7 @@ class InstanceReceive(InstanceAdd):
         answer = sign_message(
             cluster(ctx).domain_secret,
             {"kind": ANSWER_KIND, "transfers": offers, "dest_ca_pem": ca.cert_pem.decode()},
+            reply_to=self.offer,
         )
         ctx.log(
             f"receivers ready for {len(offers)} disk(s) from cluster {self.source_cluster}",

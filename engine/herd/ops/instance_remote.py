@@ -19,13 +19,22 @@ from herd.api.client import Client
 from herd.config.model import Instance
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import sign_message, verify_message
-from herd.errors import HerdError, TransferError, ValidationError
+from herd.errors import HerdError, ValidationError
 from herd.ops import zeroing
 from herd.ops.base import OpContext
 from herd.ops.instance_base import assemble_disks, shutdown_disks, stop_for_copy
 from herd.ops.instance_common import cluster, disk_arg, filled_beparams
 from herd.ops.params import Param, check_name
-from herd.ops.transfer import Endpoint, check_digests, report, start_sender, status
+from herd.ops.placement import DEST_IALLOCATOR
+from herd.ops.transfer import (
+    Endpoint,
+    check_digests,
+    end_failed,
+    report,
+    start_sender,
+    status,
+)
+from herd.ops.undo import undo_handler
 
 if TYPE_CHECKING:
     from herd.ops.instance_move import InstanceMove
@@ -50,7 +59,7 @@ REMOTE_PARAMS = (
         item_type=str,
         doc="destination primary (and secondary) node; default: the destination's allocator",
     ),
-    Param("dest_iallocator", str, doc="external iallocator on the destination"),
+    DEST_IALLOCATOR,
     Param(
         "keep_source",
         bool,
@@ -160,9 +169,11 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
         ctx.log(f"destination job {job_id} submitted on {remote.info()['cluster']}")
         ctx.undo(
             f"wait for destination job {job_id} to roll back",
-            lambda: await_rollback(p["dest_cluster"], job_id),
+            "remote.await_rollback",
+            address=p["dest_cluster"],
+            job_id=job_id,
         )
-        answer, since = wait_ready(ctx, remote, job_id, c.domain_secret)
+        answer, since = wait_ready(ctx, remote, job_id, c.domain_secret, offer)
         paths = assemble_disks(ctx, inst, source)
         ends = []
         for offer_disk in answer["transfers"]:
@@ -198,9 +209,10 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
 
 
 def wait_ready(
-    ctx: OpContext, remote: Client, job_id: int, secret: str
+    ctx: OpContext, remote: Client, job_id: int, secret: str, offer: dict[str, Any]
 ) -> tuple[dict[str, Any], int]:
-    """Follow the destination job's log to its signed answer; fail if the job ends first."""
+    """Follow the destination job's log to its signed answer to ``offer``; fail if the
+    job ends first."""
     since = 0
     while True:
         ctx.check_cancel()
@@ -210,7 +222,8 @@ def wait_ready(
         for entry in doc.get("log", []):
             since = max(since, entry["serial"])
             if entry["type"] == READY_LOG_TYPE:
-                answer = verify_message(secret, (entry.get("data") or {}).get("answer"))
+                envelope = (entry.get("data") or {}).get("answer")
+                answer = verify_message(secret, envelope, reply_to=offer)
                 if answer.get("kind") != ANSWER_KIND:
                     raise ValidationError("answer.kind", answer.get("kind"), ANSWER_KIND)
                 return answer, since
@@ -235,7 +248,7 @@ def wait_done(
         states = {index: status(ctx, end, tid, "send") for index, tid, end in ends}
         for index, st in states.items():
             if st.get("state") == "failed":
-                raise TransferError(f"disk {index} of {name}: {st.get('error')}")
+                raise end_failed(f"disk {index} of {name}", st)
         doc = remote.request(
             "GET",
             f"/v1/jobs/{job_id}/wait",
@@ -267,6 +280,11 @@ def await_rollback(address: str, job_id: int, timeout: float = 180.0) -> None:
         if remote.job(job_id)["status"] in ("queued", "waiting"):
             remote.cancel(job_id)
         remote.wait(job_id, timeout=timeout)
+
+
+@undo_handler("remote.await_rollback")
+def _await_rollback(ctx: OpContext, args: dict[str, Any]) -> None:
+    await_rollback(args["address"], args["job_id"])
 
 
 def remote_failure(job_id: int, doc: dict[str, Any]) -> HerdError:

@@ -23,9 +23,10 @@ from herd.ops.instance_base import (
     require_secondary_candidate,
     runtime_state,
 )
-from herd.ops.instance_common import cluster, disk_arg, get_node
+from herd.ops.instance_common import cluster, disk_arg, get_node, undo_disk_create
 from herd.ops.params import Param
 from herd.ops.placement import node_facts
+from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
 
 MODES = ("on_primary", "on_secondary", "new_secondary")
 
@@ -162,10 +163,7 @@ class InstanceReplaceDisks(InstanceOp):
         """New copy up on ``new``, the primary re-pointed at it; undo points it back."""
         for index, disk in enumerate(moved.disks):
             arg = disk_arg(moved, index, disk)
-            ctx.undo(
-                f"remove the new copy of disk {index} on {new.name}",
-                lambda a=arg: ctx.services.call(new, "disk_remove", {"disk": a}),
-            )
+            undo_disk_create(ctx, f"remove the new copy of disk {index} on {new.name}", new, arg)
             ctx.services.call(new, "disk_create", {"disk": arg}, timeout=3600)
         if not old.offline:
             try:
@@ -173,11 +171,13 @@ class InstanceReplaceDisks(InstanceOp):
             except HerdError as exc:
                 ctx.log(f"cannot disconnect the old secondary {old.name}: {exc}", "warning")
 
-        def back_to_old() -> None:
-            drbd.each_disk(ctx, moved, primary, "drbd_disconnect")
-            drbd.each_disk(ctx, inst, primary, "drbd_attach_net")
-
-        ctx.undo(f"reconnect {inst.name}'s primary to {old.name}", back_to_old)
+        ctx.undo(
+            f"reconnect {inst.name}'s primary to {old.name}",
+            "drbd.reconnect_old",
+            instance=instance_arg(inst),
+            moved=instance_arg(moved),
+            node=node_arg(primary),
+        )
         drbd.each_disk(ctx, inst, primary, "drbd_disconnect")
         drbd.each_disk(ctx, moved, primary, "drbd_attach_net")
         drbd.require_connected(ctx, moved, primary)
@@ -190,3 +190,11 @@ class InstanceReplaceDisks(InstanceOp):
             return
         for node in nodes:
             drbd.each_disk(ctx, inst, node, "disk_shutdown")
+
+
+@undo_handler("drbd.reconnect_old")
+def _reconnect_old(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Point the primary back at the old secondary (``instance``), away from ``moved``."""
+    primary = node_of(args)
+    drbd.each_disk(ctx, instance_of(args, "moved"), primary, "drbd_disconnect")
+    drbd.each_disk(ctx, instance_of(args), primary, "drbd_attach_net")

@@ -26,7 +26,7 @@ from herd.ops.cluster import cluster_of, validate_group_ref
 from herd.ops.instance_common import MIRRORED, SHARED, get_node, instance_nodes
 from herd.ops.nodejoin import node_name_param
 from herd.ops.params import Param
-from herd.ops.placement import node_facts
+from herd.ops.placement import IALLOCATOR, node_facts
 
 
 def _node(ctx: OpContext, name: str) -> Node:
@@ -142,12 +142,7 @@ class NodeEvacuate(Op):
             choices=EVAC_MODES,
             doc="all instances, only those with the node as primary, or only as secondary",
         ),
-        Param(
-            "iallocator",
-            str,
-            doc="path of an external iallocator (Ganeti protocol) choosing the targets "
-            "of whole-instance moves",
-        ),
+        IALLOCATOR,
         Param("target_group", str, doc="node group to move non-mirrored instances to"),
         Param(
             "live",

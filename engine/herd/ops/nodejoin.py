@@ -17,6 +17,7 @@ from herd.errors import ConflictError, HostKeyMismatchError, NodeError, Prerequi
 from herd.master.services import address
 from herd.ops.base import OpContext
 from herd.ops.params import Param, check_ip, check_name
+from herd.ops.undo import node_arg, node_of, undo_handler
 from herd.rpc.bootstrap import install_cluster_key, remove_cluster_key
 from herd.rpc.ssh import fetch_host_key, fingerprint, parse_host_key
 
@@ -107,15 +108,15 @@ def join(
     """Do every remote step of adding ``node`` (not yet stored) and fill in its facts."""
     services = ctx.services
     node.host_key = pin_host_key(ctx, node.name, node.primary_ip, node.ssh_port, expected_host_key)
-    login = services.bootstrap_key()
-    target = address(node)
-    added = install_cluster_key(target, login, cluster_key_line)
+    added = install_cluster_key(address(node), services.bootstrap_key(), cluster_key_line)
     if added:
         ctx.undo(
             f"remove the cluster SSH key from {node.name}",
-            lambda: remove_cluster_key(target, login, cluster_key_line),
+            "node.remove_cluster_key",
+            node=node_arg(node),
+            key_line=cluster_key_line,
         )
-    ctx.undo(f"close connections to {node.name}", lambda: services.forget_node(node.name))
+    ctx.undo(f"close connections to {node.name}", "node.forget_connections", name=node.name)
     info = services.call(node, "ping")
     if info["version"] != herd.__version__:
         raise PrerequisiteError(
@@ -135,6 +136,34 @@ def join(
     return node
 
 
+def joined(ctx: OpContext, node: Node) -> bool:
+    """True once the join is committed: the config holds the node. A join's undo steps
+    then have nothing to do (a master that died right after the commit left them)."""
+    if ctx.store.find("node", node.uuid) is None:
+        return False
+    ctx.log(f"node {node.name} is in the config: its join is kept", "warning")
+    return True
+
+
+@undo_handler("node.remove_cluster_key")
+def _remove_cluster_key(ctx: OpContext, args: dict[str, Any]) -> None:
+    node = node_of(args)
+    if not joined(ctx, node):
+        remove_cluster_key(address(node), ctx.services.bootstrap_key(), args["key_line"])
+
+
+@undo_handler("node.forget_connections")
+def _forget_connections(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.forget_node(args["name"])
+
+
+@undo_handler("node.remove_file")
+def _remove_file(ctx: OpContext, args: dict[str, Any]) -> None:
+    node = node_of(args)
+    if not joined(ctx, node):
+        ctx.services.call(node, "remove_file", {"path": args["path"]})
+
+
 def node_files(node: Node, ca: ClusterCA) -> dict[str, tuple[bytes, int]]:
     ips = sorted({node.primary_ip, node.secondary_ip} - {""})
     pair = ca.issue_node_cert(node.name, ips)
@@ -148,8 +177,7 @@ def node_files(node: Node, ca: ClusterCA) -> dict[str, tuple[bytes, int]]:
 def install_node_files(ctx: OpContext, node: Node, ca: ClusterCA) -> None:
     for path, (data, mode) in node_files(node, ca).items():
         ctx.undo(
-            f"remove {path} from {node.name}",
-            lambda p=path: ctx.services.call(node, "remove_file", {"path": p}),
+            f"remove {path} from {node.name}", "node.remove_file", node=node_arg(node), path=path
         )
         ctx.services.call(
             node, "write_file", {"path": path, "content": data.decode(), "mode": mode}

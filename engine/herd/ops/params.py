@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import math
+import posixpath
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from herd.errors import ValidationError
@@ -27,6 +29,13 @@ _TYPE_NAMES = {
 }
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+#: Ganeti OS names and variants: they become directory names on the nodes.
+OS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(\+[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")
+
+#: The integers every layer can hold: SQLite's INTEGER, the job and config stores, the
+#: node agents. A larger one is bad input, refused here rather than overflowing there.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,10 @@ class Param:
     doc: str = ""
     cli_positional: bool = False
     secret: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: For mappings and lists whose items have rules of their own: called with the value
+    #: and the field's full name, it raises a ValidationError naming the inner field
+    #: (``nics[1].mac``) and returns the value to keep.
+    structure: Callable[[Any, str], Any] | None = None
 
     def describe_allowed(self) -> str:
         """The human text of what this field accepts, used in every error about it."""
@@ -63,9 +75,11 @@ class Param:
         if self.type is list and self.item_type is not None:
             text = f"a list of {_TYPE_NAMES.get(self.item_type, self.item_type.__name__)}s"
         if self.minimum is not None and self.maximum is not None:
-            text += f" from {self.minimum:g} to {self.maximum:g}"
+            text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
         elif self.minimum is not None:
-            text += f" of at least {self.minimum:g}"
+            text += f" of at least {_number(self.minimum)}"
+        elif self.maximum is not None:
+            text += f" of at most {_number(self.maximum)}"
         return text
 
     def validate(self, value: Any, prefix: str = "") -> Any:
@@ -73,8 +87,6 @@ class Param:
         fname = prefix + self.name
         if not _is_type(value, self.type):
             raise ValidationError(fname, value, self.describe_allowed())
-        if self.type is float:
-            value = float(value)
         if self.type is list:
             value = list(value)
             for item in value:
@@ -89,11 +101,20 @@ class Param:
                 raise ValidationError(fname, value, self.describe_allowed())
             if self.maximum is not None and value > self.maximum:
                 raise ValidationError(fname, value, self.describe_allowed())
+            check_bounds(value, fname)
+            value = float(value) if self.type is float else value
         if self.check is not None:
             problem = self.check(value)
             if problem:
                 raise ValidationError(fname, value, self.allowed or problem)
+        if self.structure is not None:
+            value = self.structure(value, fname)
         return value
+
+
+def _number(bound: float) -> str:
+    """Bounds as people write them: 4194304, not 4.1943e+06."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _is_type(value: Any, wanted: type) -> bool:
@@ -127,6 +148,8 @@ def validate_params(
     out: dict[str, Any] = {}
     for p in params:
         if given.get(p.name) is not None:
+            if isinstance(given[p.name], (dict, list)):
+                check_bounds(given[p.name], prefix + p.name)
             out[p.name] = p.validate(given[p.name], prefix)
         elif p.required:
             raise ValidationError(
@@ -139,6 +162,28 @@ def validate_params(
         else:
             out[p.name] = copy.deepcopy(p.default)
     return out
+
+
+def check_bounds(value: Any, fname: str) -> None:
+    """Refuse integers beyond 64 bits and non-finite numbers anywhere inside ``value``.
+
+    JSON has no limit on digits, so without this a 400-digit size or id reaches SQLite
+    or arithmetic that overflows, and the caller sees a 500 instead of their mistake.
+    Walked without recursion: the depth of the input is the caller's choice.
+    """
+    pending: list[tuple[str, Any]] = [(fname, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
+            raise ValidationError(where, item, "an integer from -2**63 to 2**63-1")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(where, item, "a finite number")
+        if isinstance(item, dict):
+            pending.extend((f"{where}.{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
 
 
 def check_name(value: str) -> str | None:
@@ -154,6 +199,20 @@ def check_ip(value: str) -> str | None:
     except ValueError:
         return "an IPv4 or IPv6 address"
     return None
+
+
+def check_os_name(value: str) -> str | None:
+    """'name' or 'name+variant': letters, digits, '.', '_', '-'; never a path."""
+    if OS_NAME_RE.match(value):
+        return None
+    return "an OS name 'name' or 'name+variant' of letters, digits, '.', '_' and '-'"
+
+
+def check_abs_dir(value: str) -> str | None:
+    """An absolute, already normalised directory: no '..', '.', '//' or odd characters."""
+    if _PATH_RE.match(value) and posixpath.normpath(value) == value:
+        return None
+    return "an absolute normalised path of letters, digits and ._+- (no '.' or '..' parts)"
 
 
 def check_port_range(value: str) -> str | None:

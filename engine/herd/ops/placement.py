@@ -7,14 +7,35 @@ Facts are read from every online node (a read needs no lock), so the allocator c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from herd.alloc import InstanceRequest, allocate, builtin, snapshot
+from herd.alloc import InstanceRequest, allocate, builtin, iallocator, snapshot
 from herd.alloc.model import POOLS
 from herd.config.model import Node
 from herd.errors import PrerequisiteError
 from herd.ops.base import OpContext
+from herd.ops.params import Param
+
+#: Every op's ``iallocator``: a *name* looked up in fixed directories, checked when the
+#: job is submitted, so no API caller can have the master execute a path of its choice.
+IALLOCATOR = Param(
+    "iallocator",
+    str,
+    check=iallocator.allocator_problem,
+    doc="name of an external iallocator (Ganeti protocol) installed in "
+    + " or ".join(str(d) for d in iallocator.SEARCH_PATH)
+    + ", instead of the built-in allocator",
+)
+#: The same for a move to another cluster: only the name is checked here, the
+#: destination looks it up in its own directories when it receives the instance.
+DEST_IALLOCATOR = dataclasses.replace(
+    IALLOCATOR,
+    name="dest_iallocator",
+    check=iallocator.name_problem,
+    doc="name of an external iallocator installed on the destination cluster",
+)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from herd.errors import TransferError, ValidationError
 from herd.ops.base import OpContext
 from herd.ops.cluster import BUILTIN_COMPRESSION
 from herd.ops.params import Param
+from herd.ops.undo import node_arg, node_of, undo_handler
 
 POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 3.0
@@ -41,6 +42,13 @@ CIPHERS = Param(
     "cluster allows cipher bypassing)",
 )
 BANDWIDTH = Param("bandwidth_limit", int, minimum=1, doc="bytes per second on the wire")
+STALL_TIMEOUT = Param(
+    "stall_timeout",
+    float,
+    minimum=1,
+    doc="seconds a stream may go without progress before both ends give up "
+    "(default: the node's, 60 s); a cut link or a stalled peer ends the copy this soon",
+)
 
 
 def new_transfer_id() -> str:
@@ -90,6 +98,23 @@ def credentials(ca: ClusterCA, transfer_id: str) -> dict[str, str]:
     }
 
 
+def undo_transfer(ctx: OpContext, what: str, node: Node, transfer_id: str, role: str) -> None:
+    """Before starting a transfer end: the step that stops its worker (and port)."""
+    ctx.undo(what, "transfer.abort", node=node_arg(node), transfer_id=transfer_id, role=role)
+
+
+@undo_handler("transfer.abort")
+def _abort(ctx: OpContext, args: dict[str, Any]) -> None:
+    ctx.services.call(
+        node_of(args), "transfer_abort", {"transfer_id": args["transfer_id"], "role": args["role"]}
+    )
+
+
+def stall_arg(stall_timeout: float | None) -> dict[str, float]:
+    """The node's own default applies unless the op chose one."""
+    return {} if stall_timeout is None else {"stall_timeout": stall_timeout}
+
+
 def start_receiver(
     ctx: OpContext,
     ca: ClusterCA,
@@ -99,14 +124,11 @@ def start_receiver(
     compression: str,
     ciphers: list[str] | None,
     peer_ca_pem: str | None = None,
+    stall_timeout: float | None = None,
 ) -> int:
     """Start the receiving end; its abort is registered first. Returns the port."""
-    ctx.undo(
-        f"abort receiving {transfer_id} on {dest.node.name}",
-        lambda: ctx.services.call(
-            dest.node, "transfer_abort", {"transfer_id": transfer_id, "role": "receive"}
-        ),
-    )
+    what = f"abort receiving {transfer_id} on {dest.node.name}"
+    undo_transfer(ctx, what, dest.node, transfer_id, "receive")
     answer = ctx.services.call(
         dest.node,
         "transfer_receive_start",
@@ -118,6 +140,7 @@ def start_receiver(
             "ciphers": ciphers,
             "peer_ca_pem": peer_ca_pem,
             "bind_ip": dest.node.secondary_ip,
+            **stall_arg(stall_timeout),
             **credentials(ca, transfer_id),
         },
     )
@@ -135,13 +158,10 @@ def start_sender(
     ciphers: list[str] | None,
     bandwidth_limit: int | None,
     peer_ca_pem: str | None = None,
+    stall_timeout: float | None = None,
 ) -> None:
-    ctx.undo(
-        f"abort sending {transfer_id} from {source.node.name}",
-        lambda: ctx.services.call(
-            source.node, "transfer_abort", {"transfer_id": transfer_id, "role": "send"}
-        ),
-    )
+    what = f"abort sending {transfer_id} from {source.node.name}"
+    undo_transfer(ctx, what, source.node, transfer_id, "send")
     ctx.services.call(
         source.node,
         "transfer_send_start",
@@ -154,14 +174,32 @@ def start_sender(
             "ciphers": ciphers,
             "bandwidth_limit": bandwidth_limit,
             "peer_ca_pem": peer_ca_pem,
+            **stall_arg(stall_timeout),
             **credentials(ca, transfer_id),
         },
     )
 
 
 def status(ctx: OpContext, end: Endpoint, transfer_id: str, role: str) -> dict[str, Any]:
-    return ctx.services.call(
+    """The end's status, with the name of its node for errors about it."""
+    answer = ctx.services.call(
         end.node, "transfer_status", {"transfer_id": transfer_id, "role": role}
+    )
+    return {**answer, "node": end.node.name}
+
+
+def end_failed(label: str, st: dict[str, Any]) -> TransferError:
+    """A failed end as an error a person can act on: which end, on which node, and the
+    end's own reason (not its serialized error document)."""
+    err = st.get("error")
+    why = err.get("message") if isinstance(err, dict) else err
+    role = st.get("role") or "transfer"
+    where = f" on {st['node']}" if st.get("node") else ""
+    return TransferError(
+        f"{label}: the {role} end{where} failed: {why or 'no reason given'}",
+        role=st.get("role"),
+        node=st.get("node"),
+        cause=err,
     )
 
 
@@ -176,9 +214,7 @@ def watch(ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]) 
         states = poll()
         for st in states:
             if st.get("state") == "failed":
-                raise TransferError(
-                    f"{label}: {st.get('error') or 'transfer failed'}", role=st.get("role")
-                )
+                raise end_failed(label, st)
         if all(st.get("state") == "done" for st in states):
             return states
         now = time.monotonic()
@@ -231,12 +267,24 @@ def copy_disk(
     ciphers: list[str] | None,
     bandwidth_limit: int | None,
     label: str,
+    stall_timeout: float | None = None,
 ) -> dict[str, Any]:
     """One disk from a node of this cluster to another node of this cluster."""
     tid = new_transfer_id()
-    port = start_receiver(ctx, ca, tid, dest, size_mib, compression, ciphers)
+    port = start_receiver(
+        ctx, ca, tid, dest, size_mib, compression, ciphers, stall_timeout=stall_timeout
+    )
     start_sender(
-        ctx, ca, tid, source, dest.node.secondary_ip, port, compression, ciphers, bandwidth_limit
+        ctx,
+        ca,
+        tid,
+        source,
+        dest.node.secondary_ip,
+        port,
+        compression,
+        ciphers,
+        bandwidth_limit,
+        stall_timeout=stall_timeout,
     )
     sent, received = watch(
         ctx, label, lambda: [status(ctx, source, tid, "send"), status(ctx, dest, tid, "receive")]

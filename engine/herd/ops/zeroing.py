@@ -36,6 +36,7 @@ from herd.ops.base import OpContext
 from herd.ops.instance_base import assemble_disks, runtime_state, shutdown_disks
 from herd.ops.instance_common import cluster, instance_spec
 from herd.ops.params import Param
+from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
 
 KERNEL = "vmlinuz"
 INITRD = "initrd.img"
@@ -94,7 +95,9 @@ def zero_free_space(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any
     limit = timeout_for(c, inst)
     ctx.undo(
         f"force the zeroing helper of {inst.name} off on {node.name}",
-        lambda: end_helper(ctx, inst, node),
+        "zeroing.end_helper",
+        instance=instance_arg(inst),
+        node=node_arg(node),
     )
     paths = assemble_disks(ctx, inst, node)
     started = time.monotonic()
@@ -145,3 +148,8 @@ def end_helper(ctx: OpContext, inst: Instance, node: Node) -> None:
         timeout=STOP_SLACK,
     )
     shutdown_disks(ctx, inst, node)
+
+
+@undo_handler("zeroing.end_helper")
+def _end_helper(ctx: OpContext, args: dict[str, Any]) -> None:
+    end_helper(ctx, instance_of(args), node_of(args))

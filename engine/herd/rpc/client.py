@@ -52,6 +52,18 @@ class _BrokenSession(Exception):
     """The session can no longer be trusted; the request may or may not have run."""
 
 
+def _naming_node(doc: dict[str, Any], node: str) -> HerdError:
+    """The agent's error with the node recorded, and for a NodeError also named in the
+    message: an agent reports its own failure (an OS script's log tail, a full disk)
+    without knowing the name the cluster gave it, and the message is what people read."""
+    message = str(doc.get("message", ""))
+    if doc.get("type") == NodeError.kind and f"node {node}" not in message:
+        doc = {**doc, "message": f"node {node}: {message}"}
+    error = HerdError.from_dict(doc)
+    error.details.setdefault("node", node)
+    return error
+
+
 class _Session:
     """One running ``herd-node --serve`` on one channel; used by one thread at a time."""
 
@@ -92,9 +104,7 @@ class _Session:
             raise _BrokenSession(f"answer for request {answer.get('id')!r}, expected {req_id}")
         if answer.get("ok") is True:
             return dict(answer.get("result") or {})
-        error = HerdError.from_dict(dict(answer.get("error") or {}))
-        error.details.setdefault("node", self.node.name)
-        raise error
+        raise _naming_node(dict(answer.get("error") or {}), self.node.name)
 
     def stderr_tail(self) -> str:
         return bytes(self._stderr).decode("utf-8", "replace").strip()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from herd.alloc import allocate
+from herd.alloc import allocate, iallocator
 from herd.alloc.model import Snapshot
 from herd.errors import PrerequisiteError, TemporarilyInfeasibleError, ValidationError
 from tests.engine.alloc.strategies import cluster, drbd, node, plain
@@ -42,8 +42,10 @@ def test_unknown_locked_node_is_bad_input() -> None:
         allocate(busy(), plain("i1"), only_nodes={"zz"})
 
 
-def write_allocator(tmp_path: Path) -> Path:
-    """A real allocator: the emptiest allowed nodes, refusing when none has the memory."""
+def write_allocator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real allocator, installed as ``emptiest``: the emptiest allowed nodes, refusing
+    when none has the memory."""
+    monkeypatch.setattr(iallocator, "SEARCH_PATH", (tmp_path,))
     script = tmp_path / "emptiest"
     script.write_text(
         f"#!{sys.executable}\n"
@@ -58,11 +60,13 @@ def write_allocator(tmp_path: Path) -> Path:
         "                  'result': fit[: req['required_nodes']] if ok else []}))\n"
     )
     script.chmod(0o755)
-    return script
+    return script.name
 
 
-def test_external_allocator_placement_and_infeasibility(tmp_path: Path) -> None:
-    script = write_allocator(tmp_path)
+def test_external_allocator_placement_and_infeasibility(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = write_allocator(tmp_path, monkeypatch)
     snap = cluster(node("a", free=2048), node("b", free=20000), node("c", free=30000))
     placed = allocate(snap, drbd("i1", memory=1024), allocator=script)
     assert placed.nodes == ("c", "b")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from herd.alloc.model import Snapshot
 from herd.errors import HerdError, PrerequisiteError, ValidationError
 from tests.engine.alloc.strategies import cluster, drbd, node, plain
 
-HAIL = Path("/usr/lib/ganeti/iallocators/hail")
+HAIL = "hail"
 
 #: An allocator that records its input and answers what the test put in ANSWER.
 SCRIPT = """#!{python}
@@ -26,12 +27,22 @@ with open({record!r}, "w") as out:
 """
 
 
-def make_allocator(tmp_path: Path, body: str) -> tuple[Path, Path]:
+@pytest.fixture(autouse=True)
+def search_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's allocators are installed in a directory searched after the real ones."""
+    directory = tmp_path / "iallocators"
+    directory.mkdir()
+    monkeypatch.setattr(iallocator, "SEARCH_PATH", (*iallocator.SEARCH_PATH, directory))
+    return directory
+
+
+def make_allocator(tmp_path: Path, body: str, name: str = "my-alloc") -> tuple[str, Path]:
+    """Install an allocator called ``name``; returns the name to pass and its record."""
     record = tmp_path / "seen.json"
-    script = tmp_path / "my-alloc"
+    script = tmp_path / "iallocators" / name
     script.write_text(SCRIPT.format(python=sys.executable, record=str(record), body=body))
     script.chmod(0o755)
-    return script, record
+    return name, record
 
 
 def answer(success: bool, result: object, info: str = "ok") -> str:
@@ -103,7 +114,7 @@ def test_bad_results_name_the_allocator_and_the_problem(
         iallocator.external_allocate(script, three_nodes(), drbd("new"))
     assert err.value.message.startswith("iallocator my-alloc: ")
     assert problem in err.value.message
-    assert err.value.details["allocator"] == str(script)
+    assert err.value.details["allocator"] == script
 
 
 def test_mirrored_result_across_groups_is_refused(tmp_path: Path) -> None:
@@ -125,8 +136,11 @@ def test_mirrored_result_across_groups_is_refused(tmp_path: Path) -> None:
 )
 def test_broken_allocators_are_reported(tmp_path: Path, body: str, problem: str) -> None:
     script, _ = make_allocator(tmp_path, body)
+    # Only the hanging allocator gets the short limit: a loaded box may take longer than
+    # that just to start Python, which must not turn the other cases into timeouts.
+    timeout = 0.5 if "sleep" in body else iallocator.DEFAULT_TIMEOUT
     with pytest.raises(HerdError) as err:
-        iallocator.run(script, {"request": {}}, timeout=0.5)
+        iallocator.run(script, {"request": {}}, timeout=timeout)
     assert problem in err.value.message
     assert "my-alloc" in err.value.message
 
@@ -138,10 +152,53 @@ def test_old_nodes_key_is_accepted_and_failure_is_an_answer(tmp_path: Path) -> N
     assert iallocator.external_allocate(script, three_nodes(), plain("p")) == (None, "no room")
 
 
-def test_missing_allocator_is_a_validation_error(tmp_path: Path) -> None:
+def test_missing_allocator_is_a_validation_error_listing_the_installed_ones(
+    tmp_path: Path,
+) -> None:
+    make_allocator(tmp_path, answer(True, ["a"]))
     with pytest.raises(ValidationError) as err:
-        iallocator.run(tmp_path / "nope", {})
-    assert err.value.details["field"] == "allocator"
+        iallocator.run("nope", {})
+    assert err.value.details["field"] == "iallocator"
+    assert str(tmp_path / "iallocators") in err.value.details["allowed"]
+    assert "my-alloc" in err.value.details["allowed"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/bin/sh", "../x", "sh;id", ".hidden", "a/b", "$(id)", "", "x" * 65, "sh id"],
+)
+def test_paths_and_odd_names_are_refused_before_anything_runs(
+    tmp_path: Path, search_dir: Path, value: str
+) -> None:
+    # Even a real executable reachable through the value is not run.
+    (tmp_path / "x").write_text("#!/bin/sh\ntouch ran\n")
+    (tmp_path / "x").chmod(0o755)
+    assert iallocator.allocator_problem(value) is not None
+    with pytest.raises(ValidationError) as err:
+        iallocator.run(value, {})
+    assert err.value.details["value"] == value
+    assert "letters, digits" in err.value.details["allowed"]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_non_executable_file_is_not_an_allocator(tmp_path: Path, search_dir: Path) -> None:
+    (search_dir / "plain").write_text("#!/bin/sh\n")
+    assert iallocator.allocator_problem("plain") is not None
+    assert "plain" not in iallocator.installed()
+
+
+def test_caller_strings_reach_the_allocator_only_as_json_data(tmp_path: Path) -> None:
+    """An OS name (or tag) built to break out of a shell is just a string in the input file:
+    the allocator runs from an argv list, never through a shell."""
+    script, record = make_allocator(tmp_path, answer(True, ["a"]))
+    evil = f"$(touch {tmp_path}/pwned)`touch {tmp_path}/pwned`;touch {tmp_path}/pwned"
+    spec = dataclasses.replace(plain("p"), os=evil, tags=(evil,))
+    iallocator.external_allocate(script, three_nodes(), spec)
+    seen = json.loads(record.read_text())
+    assert seen["message"]["request"]["os"] == evil
+    assert seen["message"]["request"]["tags"] == [evil]
+    assert len(seen["argv"]) == 1
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_relocate_request_and_answer_checks(tmp_path: Path) -> None:
@@ -166,7 +223,10 @@ def test_relocate_request_and_answer_checks(tmp_path: Path) -> None:
         iallocator.external_relocate(script, snap, "i1")
 
 
-needs_hail = pytest.mark.skipif(not HAIL.exists(), reason="ganeti-htools (hail) not installed")
+needs_hail = pytest.mark.skipif(
+    not Path("/usr/lib/ganeti/iallocators/hail").exists(),
+    reason="ganeti-htools (hail) not installed",
+)
 
 
 @needs_hail

@@ -1,6 +1,6 @@
 """The API over HTTPS against a real master: TLS under the cluster CA, tokens and users,
-read-only principals, local_only op parameters, management kept off the network, and the
-brake on failed logins."""
+read-only principals, management kept off the network, and the brake on failed logins
+(local-only ops and fields: test_https_exposure.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import socket
 import ssl
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import pytest
 
 from herd.api.client import Client, https_client_context
 from herd.api.server import IDLE_TIMEOUT
-from herd.auth import AuthStore
+from herd.auth import AuthStore, FailureLimiter
 from herd.auth.ratelimit import MAX_FAILURES
+from herd.auth.store import MAX_PASSWORD_CHECKS
 from herd.cli.main import main as herd_main
 from herd.config import SQLiteStore
 from herd.crypto.ca import ClusterCA
@@ -40,6 +42,7 @@ from tests.engine.api.https_master import (
     seed_cluster,
     start_https_master,
 )
+from tests.engine.auth import scrypt_gate
 from tests.engine.harness import poll
 
 
@@ -127,6 +130,8 @@ def test_missing_or_wrong_credentials_get_401_with_a_challenge(https: HTTPSMaste
         assert doc["error"]["type"] == "AuthenticationError"
         challenges = resp.headers.get_all("WWW-Authenticate")
         assert challenges == ['Bearer realm="herd"', 'Basic realm="herd", charset="UTF-8"']
+        # Refused before the body was read, so the connection closes, and says so.
+        assert resp.headers["Connection"] == "close"
 
 
 def test_a_revoked_token_stops_working_at_once(https: HTTPSMaster) -> None:
@@ -149,24 +154,6 @@ def test_read_only_token_reads_but_may_not_write(https: HTTPSMaster) -> None:
 
 
 # ---- what a remote caller may not do -------------------------------------------------
-
-
-def test_local_only_param_refused_over_https_accepted_over_the_socket(https: HTTPSMaster) -> None:
-    token = https.running.api.create_token("ops")
-    op = {"op": "cluster.modify", "allow_cipher_bypassing": True}
-    with https.client(token=token) as remote:
-        with pytest.raises(ValidationError) as err:
-            remote.submit([op])
-        assert err.value.details["field"] == "ops[0].allow_cipher_bypassing"
-        assert "not settable over a remote API" in err.value.message
-        with pytest.raises(ValidationError) as err:
-            remote.submit_many([{"ops": [{"op": "debug.delay"}]}, {"ops": [op]}])
-        assert err.value.details["field"] == "jobs[1].ops[0].allow_cipher_bypassing"
-        # Other cluster settings stay settable remotely.
-        assert remote.run([{"op": "cluster.modify", "tags": ["remote"]}], timeout=30)["changed"]
-    assert len(https.running.api.jobs()) == 1, "a refused job must not be queued"
-    assert https.running.api.run([op], timeout=30)["changed"] is True
-    assert https.running.master.store.list("cluster")[0].allow_cipher_bypassing is True
 
 
 def test_credentials_and_the_secret_dump_stay_off_the_network(https: HTTPSMaster) -> None:
@@ -265,6 +252,67 @@ def test_failed_logins_are_rate_limited_per_address(https: HTTPSMaster) -> None:
         remote.info()
 
 
+def test_parallel_wrong_passwords_past_the_budget_are_refused_before_scrypt(
+    https: HTTPSMaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 guesses at once: every password check is held at a gate, so none has failed
+    yet when the rest arrive; only the budget's worth may reach scrypt, the others get
+    429 while those checks are still running, and no more than the bound run at once."""
+    assert https.running.master.https is not None
+    https.running.master.https.limiter = FailureLimiter(window=3600)
+    https.running.api.add_user("alice", "correct horse")
+    gate = scrypt_gate.install(monkeypatch)
+    answers: list[tuple[int, str | None]] = []
+
+    def guess(n: int) -> None:
+        status, resp, _ = raw(https, "GET", "/v1/info", basic("alice", f"guess{n}"))
+        answers.append((status, resp.headers.get("Retry-After")))
+
+    guesses = 40
+    with ThreadPoolExecutor(guesses) as pool:
+        try:
+            for n in range(guesses):
+                pool.submit(guess, n)
+            poll(
+                "the guesses past the budget to be refused",
+                lambda: len(answers) >= guesses - MAX_FAILURES,
+            )
+            assert gate.calls <= MAX_FAILURES
+        finally:
+            gate.open()
+    statuses = [status for status, _ in answers]
+    assert len(statuses) == guesses and set(statuses) <= {401, 429}, statuses
+    assert statuses.count(429) >= guesses - MAX_FAILURES
+    assert all(int(after or 0) >= 1 for status, after in answers if status == 429)
+    assert gate.calls <= MAX_FAILURES
+    assert gate.peak <= MAX_PASSWORD_CHECKS
+
+
+def test_connections_past_the_cap_are_closed_at_once(https: HTTPSMaster) -> None:
+    server = https.running.master.https
+    assert server is not None
+    server.max_connections = 3
+    port = int(https.url.rsplit(":", 1)[1])
+    context = https_client_context(str(https.ca_file))
+    held = [
+        context.wrap_socket(
+            socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"
+        )
+        for _ in range(3)
+    ]
+    try:
+        poll("the server to hold three connections", lambda: server.connections() == 3)
+        with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
+            raw(https, "GET", "/v1/info")
+        assert server.connections() == 3
+        held.pop().close()
+        poll("a closed connection to free its place", lambda: server.connections() == 2)
+        assert raw(https, "GET", "/v1/info")[0] == 401
+    finally:
+        for sock in held:
+            sock.close()
+
+
 # ---- start-up and the command line -------------------------------------------------
 
 
@@ -318,9 +366,12 @@ def test_cli_manages_credentials_and_works_remotely(
     assert [t["name"] for t in json.loads(capsys.readouterr().out)] == ["cli"]
 
     remote = ["--api-url", https.url, "--api-ca", str(https.ca_file), "-o", "json"]
-    assert herd_main([*remote, "--api-token", token, "node", "list"]) == 0
+    token_file = https.ca_file.with_name("token")
+    token_file.write_text(token + "\n")
+    assert herd_main([*remote, "--api-token-file", str(token_file), "node", "list"]) == 0
     assert [n["name"] for n in json.loads(capsys.readouterr().out)] == [MASTER_NODE, "n2"]
-    assert herd_main([*remote, "--api-token", token, "group", "add", "g2"]) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO(token))
+    assert herd_main([*remote, "--api-token-file", "-", "group", "add", "g2"]) == 1
     assert "read-only" in capsys.readouterr().err
 
     monkeypatch.setenv("HERD_API_URL", https.url)

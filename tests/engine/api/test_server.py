@@ -88,6 +88,9 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: UnixAPISer
         (post("/v1/echo", b"{not json"), 400, "body"),
         (post("/v1/item/7", b"{}"), 400, "method"),
         (b"GET /v1/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "body"),
+        (get("/v1/echo?=1"), 400, "query"),
+        (b"TRACE /v1/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, "method"),
+        (b"PATCH /v1/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, "method"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -98,6 +101,14 @@ def test_bad_requests_name_the_field(
     assert doc["error"]["type"] == "ValidationError"
     assert doc["error"]["details"]["field"] == field
     assert doc["error"]["details"]["allowed"]
+
+
+def test_a_malformed_request_line_gets_a_json_error(server: UnixAPIServer) -> None:
+    """http.server's own refusals must not be HTML pages an API client cannot parse."""
+    huge = b"X-Filler: " + b"x" * 70000
+    [(code, doc)] = exchange(server.path, b"GET /v1/echo HTTP/1.1\r\n" + huge + b"\r\n\r\n")
+    assert code == 431
+    assert doc["error"]["details"]["status"] == 431
 
 
 def test_unknown_path_is_404(server: UnixAPIServer) -> None:

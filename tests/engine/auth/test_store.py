@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.auth.store import AuthStore, check_password, hash_password
-from herd.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
+from herd.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
+from tests.engine.auth import scrypt_gate
+from tests.engine.harness import PATIENCE, poll
 
 
 def basic(user: str, password: str) -> str:
@@ -95,3 +104,40 @@ def test_password_hash_accepts_exactly_its_password(password: str, other: str) -
     stored = hash_password(password, n=2**4)
     assert check_password(password, stored)
     assert check_password(other, stored) == (other == password)
+
+
+def test_password_checks_at_once_are_bounded_for_known_and_unknown_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every check, an unknown user's decoy included, takes one of ``max_checks`` places;
+    one that finds none free in time is told to come back instead of running scrypt."""
+    gate = scrypt_gate.install(monkeypatch)
+    store = AuthStore(tmp_path / "auth.json", max_checks=2, check_wait=0)
+    store.add_user("alice", "right")
+    errors: list[Exception] = []
+
+    def attempt(header: str) -> None:
+        try:
+            store.authenticate(header)
+        except AuthenticationError as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=attempt, args=(header,))
+        for header in (basic("alice", "wrong"), basic("nobody", "x"))
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        poll("two checks to be running", lambda: gate.inside == 2)
+        for header in (basic("alice", "right"), basic("mallory", "x")):
+            with pytest.raises(RateLimitedError) as err:
+                store.authenticate(header)
+            assert err.value.details["retry_after"] >= 1
+        assert gate.calls == 2
+    finally:
+        gate.open()
+        for thread in threads:
+            thread.join(PATIENCE)
+    assert [e.message for e in errors] == ["invalid credentials"] * 2
+    assert store.authenticate(basic("alice", "right")).name == "alice"

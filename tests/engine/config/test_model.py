@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herd.config import KINDS, Cluster, Disk, Instance, Nic, Node, NodeGroup, kind_class
+from herd.config.model import SECRET_KEYS
 from herd.errors import ValidationError
+from herd.redact import REDACTED
 
 from .strategies import objects_of
 
@@ -63,13 +65,24 @@ def test_uuid_is_immutable() -> None:
         node.uuid = "00000000-0000-4000-8000-000000000000"
 
 
-def test_redacted_dict_leaves_out_the_domain_secret() -> None:
+def test_redacted_dict_marks_the_domain_secret() -> None:
     cluster = Cluster(name="c", domain_secret="s3cret")
     assert cluster.to_dict()["domain_secret"] == "s3cret"
     redacted = cluster.to_dict(redact=True)
-    assert "domain_secret" not in redacted
+    assert redacted["domain_secret"] == REDACTED
     assert "s3cret" not in json.dumps(redacted)
-    assert Cluster.from_dict(redacted).domain_secret == ""
+
+
+def test_redacted_dict_hides_a_drbd_disk_secret_but_keeps_the_rest() -> None:
+    disk = Disk(name="d", params={"port": 11000, "secret": "drbd-s3cret"})
+    inst = Instance(name="i", disks=[disk])
+    redacted = inst.to_dict(redact=True)
+    assert redacted["disks"][0]["params"] == {"port": 11000, "secret": REDACTED}
+    assert disk.params["secret"] == "drbd-s3cret"
+
+
+def test_secret_keys_are_what_the_model_declares() -> None:
+    assert {"domain_secret", "secret"} == SECRET_KEYS
 
 
 def test_to_dict_is_a_deep_copy() -> None:

@@ -25,6 +25,7 @@ from herd.config import (
     TopObject,
     Transaction,
 )
+from herd.config.store import redact_dump
 from herd.errors import (
     ConflictError,
     HerdError,
@@ -33,6 +34,7 @@ from herd.errors import (
     StaleSerialError,
     ValidationError,
 )
+from herd.redact import REDACTED
 
 from .strategies import objects_of, states
 
@@ -134,6 +136,31 @@ def test_dump_includes_secrets(populated: SQLiteStore) -> None:
     assert set(dump["objects"]) == set(KINDS)
     assert dump["objects"]["cluster"][0]["domain_secret"] == "secret"
     assert [n["name"] for n in dump["objects"]["node"]] == ["node1", "node2"]
+
+
+def test_a_redacted_dump_hides_the_secrets_and_is_refused_by_restore(
+    populated: SQLiteStore, tmp_path: Path
+) -> None:
+    with populated.transaction() as txn:
+        web = txn.find("instance", "web")
+        web.disks[0].params = {"port": 11000, "secret": "drbd-secret-value"}
+        txn.update(web)
+    redacted = redact_dump(populated.dump())
+    assert "drbd-secret-value" not in str(redacted) and "'secret'" in str(redacted)
+    assert redacted["objects"]["cluster"][0]["domain_secret"] == REDACTED
+    other = SQLiteStore(tmp_path / "other.db")
+    try:
+        with pytest.raises(ValidationError) as err:
+            other.restore(redacted)
+        assert err.value.details["field"] == "cluster[c1].domain_secret"
+        assert "--with-secrets" in err.value.details["allowed"]
+        assert other.list("cluster") == []
+        redacted["objects"]["cluster"][0]["domain_secret"] = "restored"
+        with pytest.raises(ValidationError) as err:
+            other.restore(redacted)
+        assert err.value.details["field"] == "instance[web].disks[0].params.secret"
+    finally:
+        other.close()
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:

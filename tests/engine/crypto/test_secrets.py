@@ -1,4 +1,4 @@
-"""Domain secret storage and HMAC-signed, time-limited messages."""
+"""Domain secret storage and HMAC-signed, time-limited, single-use messages."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from herd.crypto.secrets import (
     MAX_AGE,
+    ReplayCache,
     generate_domain_secret,
     load_domain_secret,
+    message_digest,
     save_domain_secret,
     sign_message,
     verify_message,
@@ -62,7 +64,7 @@ def test_any_json_payload_survives_a_trip_through_the_wire(payload: Any) -> None
 
 def test_same_payload_signs_to_distinct_envelopes() -> None:
     first, second = sign_message(SECRET, OFFER, now=NOW), sign_message(SECRET, OFFER, now=NOW)
-    assert first["salt"] != second["salt"]
+    assert first["nonce"] != second["nonce"]
     assert first["hmac"] != second["hmac"]
 
 
@@ -71,7 +73,9 @@ def test_same_payload_signs_to_distinct_envelopes() -> None:
     [
         ("msg", json.dumps({**OFFER, "port": 22}, sort_keys=True, separators=(",", ":"))),
         ("timestamp", int(NOW) + 60),
-        ("salt", "00" * 16),
+        ("expires", int(NOW) + 3600),
+        ("nonce", "00" * 16),
+        ("reply_to", "ab" * 32),
         ("hmac", "0" * 64),
     ],
 )
@@ -121,6 +125,9 @@ def test_authentication_error_crosses_the_api_as_401() -> None:
         ({"timestamp": "1700000000"}, "envelope.timestamp"),
         ({"timestamp": True}, "envelope.timestamp"),
         ({"hmac": 5}, "envelope.hmac"),
+        ({"expires": None}, "envelope.expires"),
+        ({"nonce": "a\x00b"}, "envelope.nonce"),
+        ({"reply_to": "zz"}, "envelope.reply_to"),
     ],
 )
 def test_malformed_envelope_names_the_field(change: dict[str, Any], field: str) -> None:
@@ -137,3 +144,76 @@ def test_unserialisable_payload_and_bad_secret_are_bad_input() -> None:
     with pytest.raises(ValidationError) as err:
         sign_message("not-hex", OFFER)
     assert err.value.details["field"] == "secret"
+
+
+def test_sender_expiry_is_honoured_within_max_age() -> None:
+    envelope = sign_message(SECRET, OFFER, now=NOW, ttl=30)
+    assert envelope["expires"] == int(NOW) + 30
+    assert verify_message(SECRET, envelope, now=NOW + 30, replay=None) == OFFER
+    with pytest.raises(AuthenticationError, match="expired"):
+        verify_message(SECRET, envelope, now=NOW + 31)
+
+
+def test_a_long_sender_expiry_is_capped_at_max_age() -> None:
+    envelope = sign_message(SECRET, OFFER, now=NOW, ttl=86400)
+    with pytest.raises(AuthenticationError, match="expired"):
+        verify_message(SECRET, envelope, now=NOW + MAX_AGE + 1)
+
+
+def test_a_replayed_message_is_refused() -> None:
+    cache = ReplayCache()
+    envelope = sign_message(SECRET, OFFER, now=NOW)
+    assert verify_message(SECRET, envelope, now=NOW, replay=cache) == OFFER
+    with pytest.raises(AuthenticationError, match="replayed") as err:
+        verify_message(SECRET, dict(envelope), now=NOW + 1, replay=cache)
+    assert err.value.details["nonce"] == envelope["nonce"]
+
+
+def test_the_process_cache_is_the_default() -> None:
+    envelope = sign_message(SECRET, OFFER)
+    verify_message(SECRET, envelope)
+    with pytest.raises(AuthenticationError, match="replayed"):
+        verify_message(SECRET, envelope)
+
+
+def test_the_job_holding_a_message_may_check_it_again_others_may_not() -> None:
+    cache = ReplayCache()
+    envelope = sign_message(SECRET, OFFER, now=NOW)
+    verify_message(SECRET, envelope, now=NOW, replay=cache, holder="job-7")
+    assert verify_message(SECRET, envelope, now=NOW, replay=cache, holder="job-7") == OFFER
+    for other in ("job-8", ""):
+        with pytest.raises(AuthenticationError, match="replayed"):
+            verify_message(SECRET, envelope, now=NOW, replay=cache, holder=other)
+
+
+def test_replay_cache_is_bounded_and_forgets_only_expired_nonces() -> None:
+    cache = ReplayCache(capacity=2)
+    first, second, third = (sign_message(SECRET, OFFER, now=NOW, ttl=10) for _ in range(3))
+    verify_message(SECRET, first, now=NOW, replay=cache)
+    verify_message(SECRET, second, now=NOW, replay=cache)
+    with pytest.raises(AuthenticationError, match="too many signed messages"):
+        verify_message(SECRET, third, now=NOW, replay=cache)
+    # Once the first two have expired (and so can no longer be replayed), room returns.
+    late = sign_message(SECRET, OFFER, now=NOW + 11)
+    assert verify_message(SECRET, late, now=NOW + 11, replay=cache) == OFFER
+    with pytest.raises(AuthenticationError, match="expired"):
+        verify_message(SECRET, first, now=NOW + 11, replay=cache)
+
+
+def test_an_answer_is_bound_to_its_offer() -> None:
+    offer = sign_message(SECRET, OFFER, now=NOW)
+    other = sign_message(SECRET, OFFER, now=NOW)
+    answer = sign_message(SECRET, {"kind": "answer"}, now=NOW, reply_to=offer)
+    assert answer["reply_to"] == message_digest(offer) != message_digest(other)
+    with pytest.raises(AuthenticationError, match="does not answer this offer"):
+        verify_message(SECRET, answer, now=NOW, reply_to=other, replay=None)
+    assert verify_message(SECRET, answer, now=NOW, reply_to=offer) == {"kind": "answer"}
+
+
+def test_an_answer_is_not_a_request_and_a_request_is_not_an_answer() -> None:
+    offer = sign_message(SECRET, OFFER, now=NOW)
+    answer = sign_message(SECRET, OFFER, now=NOW, reply_to=offer)
+    with pytest.raises(AuthenticationError, match="is an answer"):
+        verify_message(SECRET, answer, now=NOW, replay=None)
+    with pytest.raises(AuthenticationError, match="does not answer this offer"):
+        verify_message(SECRET, offer, now=NOW, reply_to=answer, replay=None)

@@ -1,19 +1,22 @@
-"""The master as a real process: crash recovery after SIGKILL, one master per socket."""
+"""The master as a real process: crash recovery after SIGKILL, one master per socket, and a
+state directory that is root's alone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from herd.api.client import Client
-from herd.errors import HerdError, MasterUnreachableError
+from herd.errors import HerdError, MasterUnreachableError, PrerequisiteError
 from herd.master.daemon import Master
 from tests.engine.harness import PATIENCE, ThreadMaster, add_nodes, poll
 
@@ -21,9 +24,11 @@ from tests.engine.harness import PATIENCE, ThreadMaster, add_nodes, poll
 class ProcessMaster:
     """``herd master`` in its own process, started the way operators start it."""
 
-    def __init__(self, state_dir: Path, socket_path: Path) -> None:
+    def __init__(
+        self, state_dir: Path, socket_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.state_dir, self.socket = state_dir, socket_path
-        env = {**os.environ, "HERD_SOCKET": str(socket_path)}
+        env = {**os.environ, "HERD_SOCKET": str(socket_path), **(env or {})}
         argv = ["master", "--state-dir", str(state_dir), "--log-level", "WARNING"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herd.cli.main", *argv],
@@ -127,3 +132,70 @@ def test_shutdown_stops_serving_and_removes_the_socket(herd_master: ThreadMaster
     assert not herd_master.socket.exists()
     with pytest.raises(MasterUnreachableError):
         Client(str(herd_master.socket)).info()
+
+
+# ---- the state directory -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """A child started inside inherits ``mask``, as from an operator's shell."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_state_files_are_root_only_even_in_a_state_dir_made_0755(
+    process_master: Callable[[], ProcessMaster], tmp_path: Path
+) -> None:
+    """Every file in it, SQLite's WAL and SHM files included, whether the master creates
+    it or an earlier run left it readable to all."""
+    state = tmp_path / "state"
+    state.chmod(0o755)
+    (state / "config.db").chmod(0o644)
+    (state / "master.log").write_text("left by an earlier run\n")
+    (state / "master.log").chmod(0o644)
+    with umask(0o022):
+        pm = process_master()
+    wait_status(pm.client, pm.client.submit([{"op": "debug.delay", "duration": 0}]), "success")
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()}
+    assert {"config.db", "config.db-wal", "jobs.db", "jobs.db-wal", "jobs.db-shm"} <= set(files)
+    assert files == dict.fromkeys(files, 0o600)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_state_dir_others_can_write_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "herd.cli.main",
+            "--socket",
+            str(tmp_path / "m.sock"),
+            "master",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE * 4,
+    )
+    assert proc.returncode != 0
+    assert f"refusing state directory {state}: it is mode 0777" in proc.stderr
+    assert list(state.iterdir()) == []
+    assert stat.S_IMODE(state.stat().st_mode) == 0o777
+
+
+def test_a_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    with pytest.raises(PrerequisiteError) as err:
+        Master(state, tmp_path / "m.sock")
+    assert err.value.details == {"state_dir": str(state), "mode": "0700", "uid": 65534}
+    assert list(state.iterdir()) == []

@@ -22,6 +22,7 @@ from herd.errors import (
     PrerequisiteError,
     ValidationError,
 )
+from herd.redact import REDACTED
 from tests.engine.harness import ThreadMaster, start_thread_master
 
 pytestmark = pytest.mark.lab
@@ -85,7 +86,7 @@ def test_init_records_master_node_with_pinned_key_and_facts(cluster: Any) -> Non
     info = running.api.query("cluster")
     assert info["name"] == "alpha"
     assert info["master_node"] == n1.name
-    assert "domain_secret" not in info
+    assert info["domain_secret"] == REDACTED
     (node,) = running.api.query("nodes", [n1.name])
     assert node["host_key"].split()[:2] == n1.host_key.split()[:2]
     assert node["total_memory_mib"] > 0 and node["cpus"] > 0 and node["total_disk_mib"] > 0
@@ -231,8 +232,10 @@ def test_node_modify_is_idempotent_and_checked(cluster: Any) -> None:
     assert {
         "node": n2.name,
         "severity": "info",
+        "code": "ENODEOFFLINE",
         "message": "node is marked offline: not checked",
     } in report["problems"]
+    assert n2.name not in report["orphans"]
     run(running, "node.modify", name=n2.name, offline=False, master_candidate=True)
 
 
@@ -255,7 +258,7 @@ def test_groups_add_move_rename_remove(cluster: Any) -> None:
 
 def test_cluster_modify_and_config_restore_round_trip(cluster: Any) -> None:
     running, _ = cluster
-    saved = running.api.dump()
+    saved = running.api.dump(with_secrets=True)
     result = run(running, "cluster.modify", tags=["prod"], candidate_pool_size=3)
     assert set(result["changes"]) == {"tags", "candidate_pool_size"}
     assert run(running, "cluster.modify", tags=["prod"])["changed"] is False
@@ -292,6 +295,8 @@ def test_verify_and_add_report_a_dead_node(
         errors = [p for p in report["problems"] if p["severity"] == "error"]
         assert [p["node"] for p in errors] == [s2.name]
         assert "unreachable" in errors[0]["message"]
+        assert errors[0]["code"] == "ENODEUNREACHABLE"
+        assert report["orphans"] == {s1.name: []}
         run(running, "node.modify", name=s2.name, offline=True)
         run(running, "node.remove", name=s2.name)
         run(running, "cluster.destroy")

@@ -37,8 +37,13 @@ def store(tmp_path: Path) -> SQLiteStore:
 
 
 def context(store: SQLiteStore, owner: str) -> OpContext:
-    return OpContext(store=store, locks=LockManager(), owner=owner,
-                     log_fn=lambda *a: None, cancel=threading.Event())
+    return OpContext(
+        store=store,
+        locks=LockManager(),
+        owner=owner,
+        log_fn=lambda *a: None,
+        cancel=threading.Event(),
+    )
 
 
 def test_used_resources_and_lowest_free(store: SQLiteStore) -> None:
@@ -156,12 +161,24 @@ def test_statuses_decide_verify_severity(store: SQLiteStore) -> None:
     """Split brain and StandAlone are errors, a degraded pair a warning, healthy nothing."""
     n1, n2 = store.get("node", "n1"), store.get("node", "n2")
     answers = {
-        "n1": {"split_brain": False, "cstate": "WFConnection", "configured": True,
-               "degraded": True, "sync_percent": None, "disk": "UpToDate",
-               "peer_disk": "DUnknown"},
-        "n2": {"split_brain": True, "cstate": "StandAlone", "configured": True,
-               "degraded": True, "sync_percent": None, "disk": "UpToDate",
-               "peer_disk": "DUnknown"},
+        "n1": {
+            "split_brain": False,
+            "cstate": "WFConnection",
+            "configured": True,
+            "degraded": True,
+            "sync_percent": None,
+            "disk": "UpToDate",
+            "peer_disk": "DUnknown",
+        },
+        "n2": {
+            "split_brain": True,
+            "cstate": "StandAlone",
+            "configured": True,
+            "degraded": True,
+            "sync_percent": None,
+            "disk": "UpToDate",
+            "peer_disk": "DUnknown",
+        },
     }
 
     class Services:

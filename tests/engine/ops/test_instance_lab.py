@@ -29,16 +29,26 @@ def install_os(node: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(lab_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
-            ) -> Iterator[tuple[ThreadMaster, Any]]:
+def cluster(
+    lab_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ThreadMaster, Any]]:
     mp = pytest.MonkeyPatch()
     mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
     running = start_thread_master(tmp_path_factory.mktemp("master"))
     n1 = lab_cluster.nodes[0]
     try:
-        run(running, "cluster.init", name="inst", master_node=n1.name, primary_ip=n1.ip,
-            ssh_port=n1.port, enabled_hypervisors=["fake"],
-            enabled_disk_templates=["file", "sharedfile"], beparams={"memory": 64})
+        run(
+            running,
+            "cluster.init",
+            name="inst",
+            master_node=n1.name,
+            primary_ip=n1.ip,
+            ssh_port=n1.port,
+            enabled_hypervisors=["fake"],
+            enabled_disk_templates=["file", "sharedfile"],
+            beparams={"memory": 64},
+        )
         for node in lab_cluster.nodes[1:]:
             run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
         for node in lab_cluster.nodes:
@@ -46,8 +56,13 @@ def cluster(lab_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
         yield running, lab_cluster
     finally:
         for inst in running.api.query("instances"):
-            run(running, "instance.remove", name=inst["name"], shutdown_timeout=0,
-                ignore_failures=True)
+            run(
+                running,
+                "instance.remove",
+                name=inst["name"],
+                shutdown_timeout=0,
+                ignore_failures=True,
+            )
         running.stop()
         mp.undo()
 
@@ -56,8 +71,9 @@ def run(running: ThreadMaster, op: str, **params: Any) -> Any:
     return running.api.run([{"op": op, **params}], timeout=120)
 
 
-def fails_cleanly(running: ThreadMaster, error: type[HerdError], op: str,
-                  **params: Any) -> HerdError:
+def fails_cleanly(
+    running: ThreadMaster, error: type[HerdError], op: str, **params: Any
+) -> HerdError:
     before = running.api.dump()
     with pytest.raises(error) as info:
         run(running, op, **params)
@@ -75,8 +91,9 @@ def lab_node(lab: Any, name: str) -> Any:
 
 def guest_pids(node: Any, name: str) -> list[int]:
     """Fake guests are real processes: look for one inside the node's namespace."""
-    out = subprocess.run(["ip", "netns", "pids", node.netns], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        ["ip", "netns", "pids", node.netns], capture_output=True, text=True, check=True
+    ).stdout.split()
     found = []
     for pid in out:
         try:
@@ -95,8 +112,16 @@ def disk_files(node: Any) -> list[Path]:
 def test_create_installs_os_and_starts(cluster: Any) -> None:
     running, lab = cluster
     n2 = lab.nodes[1]
-    result = run(running, "instance.add", name="web1", disk_template="file", disks=["64M"],
-                 os="herd-image+tiny", primary_node=n2.name, tags=["web"])
+    result = run(
+        running,
+        "instance.add",
+        name="web1",
+        disk_template="file",
+        disks=["64M"],
+        os="herd-image+tiny",
+        primary_node=n2.name,
+        tags=["web"],
+    )
     assert result["primary_node"] == n2.name
     inst = instance(running, "web1")
     assert inst["admin_state"] == "up" and inst["primary_node_name"] == n2.name
@@ -104,8 +129,9 @@ def test_create_installs_os_and_starts(cluster: Any) -> None:
     assert len(guest_pids(n2, "web1")) == 1
     (image,) = [f for f in disk_files(n2) if inst["disks"][0]["uuid"] in f.name]
     assert image.stat().st_size == 64 * 1024 * 1024
-    parts = subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, text=True,
-                           check=True).stdout
+    parts = subprocess.run(
+        ["sfdisk", "-J", str(image)], capture_output=True, text=True, check=True
+    ).stdout
     assert '"bootable": true' in parts
 
 
@@ -113,22 +139,57 @@ def test_duplicate_and_bad_creates_leave_nothing(cluster: Any) -> None:
     running, lab = cluster
     n2 = lab.nodes[1]
     files = disk_files(n2)
-    fails_cleanly(running, PrerequisiteError, "instance.add", name="web1",
-                  disk_template="file", disks=["64M"], os="herd-image+tiny",
-                  primary_node=n2.name)
-    err = fails_cleanly(running, ValidationError, "instance.add", name="web2",
-                        disk_template="plain", disks=["64M"], os="herd-image+tiny")
+    fails_cleanly(
+        running,
+        PrerequisiteError,
+        "instance.add",
+        name="web1",
+        disk_template="file",
+        disks=["64M"],
+        os="herd-image+tiny",
+        primary_node=n2.name,
+    )
+    err = fails_cleanly(
+        running,
+        ValidationError,
+        "instance.add",
+        name="web2",
+        disk_template="plain",
+        disks=["64M"],
+        os="herd-image+tiny",
+    )
     assert err.details["field"] == "disk_template"
-    err = fails_cleanly(running, ValidationError, "instance.add", name="web2",
-                        disk_template="file", disks=["64M"], os="herd-image+tiny",
-                        hvparams={"vnc": True})
+    err = fails_cleanly(
+        running,
+        ValidationError,
+        "instance.add",
+        name="web2",
+        disk_template="file",
+        disks=["64M"],
+        os="herd-image+tiny",
+        hvparams={"vnc": True},
+    )
     assert err.details["field"] == "hvparams.vnc"
-    err = fails_cleanly(running, ValidationError, "instance.add", name="web2",
-                        disk_template="file", disks=["64X"], os="herd-image+tiny")
-    assert err.details["field"] == "disks[0].size"
-    err = fails_cleanly(running, PrerequisiteError, "instance.add", name="web2",
-                        disk_template="file", disks=["900T"], os="herd-image+tiny",
-                        primary_node=n2.name)
+    err = fails_cleanly(
+        running,
+        ValidationError,
+        "instance.add",
+        name="web2",
+        disk_template="file",
+        disks=["64X"],
+        os="herd-image+tiny",
+    )
+    assert err.details["field"] == "ops[0].disks[0].size"  # refused at submit
+    err = fails_cleanly(
+        running,
+        PrerequisiteError,
+        "instance.add",
+        name="web2",
+        disk_template="file",
+        disks=["15T"],
+        os="herd-image+tiny",
+        primary_node=n2.name,
+    )
     assert "disk" in err.message
     assert disk_files(n2) == files
 
@@ -138,9 +199,17 @@ def test_broken_os_install_rolls_back_disks(cluster: Any) -> None:
     running, lab = cluster
     n3 = lab.nodes[2]
     files = disk_files(n3)
-    fails_cleanly(running, HerdError, "instance.add", name="broken", disk_template="file",
-                  disks=["32M"], os="herd-image+tiny", primary_node=n3.name,
-                  osparams={"no_such_param": "x"})
+    fails_cleanly(
+        running,
+        HerdError,
+        "instance.add",
+        name="broken",
+        disk_template="file",
+        disks=["32M"],
+        os="herd-image+tiny",
+        primary_node=n3.name,
+        osparams={"no_such_param": "x"},
+    )
     assert disk_files(n3) == files
     assert guest_pids(n3, "broken") == []
 
@@ -176,10 +245,14 @@ def test_modify_is_idempotent_and_grows_disks(cluster: Any) -> None:
     assert inst["disks"][0]["size_mib"] == 128
     (image,) = [f for f in disk_files(n2) if inst["disks"][0]["uuid"] in f.name]
     assert image.stat().st_size == 128 * 1024 * 1024
-    fails_cleanly(running, ValidationError, "instance.modify", name="web1",
-                  disk_grow={"index": 0, "size": "64M"})
-    fails_cleanly(running, ValidationError, "instance.modify", name="web1",
-                  hvparams={"bogus": 1})
+    fails_cleanly(
+        running,
+        ValidationError,
+        "instance.modify",
+        name="web1",
+        disk_grow={"index": 0, "size": "64M"},
+    )
+    fails_cleanly(running, ValidationError, "instance.modify", name="web1", hvparams={"bogus": 1})
 
 
 def test_rename_and_reinstall_need_a_stopped_instance(cluster: Any) -> None:
@@ -194,16 +267,24 @@ def test_rename_and_reinstall_need_a_stopped_instance(cluster: Any) -> None:
 
 def test_file_instances_cannot_migrate(cluster: Any) -> None:
     running, lab = cluster
-    err = fails_cleanly(running, ValidationError, "instance.migrate", name="web1",
-                        target_node=lab.nodes[2].name)
+    err = fails_cleanly(
+        running, ValidationError, "instance.migrate", name="web1", target_node=lab.nodes[2].name
+    )
     assert "instance.move" in err.message
 
 
 def test_sharedfile_instance_migrates_and_fails_over(cluster: Any) -> None:
     running, lab = cluster
     n1, n2, n3 = lab.nodes
-    run(running, "instance.add", name="db1", disk_template="sharedfile", disks=["32M"],
-        os="herd-image+blank", primary_node=n1.name)
+    run(
+        running,
+        "instance.add",
+        name="db1",
+        disk_template="sharedfile",
+        disks=["32M"],
+        os="herd-image+blank",
+        primary_node=n1.name,
+    )
     assert len(guest_pids(n1, "db1")) == 1
     result = run(running, "instance.migrate", name="db1", target_node=n3.name)
     assert result["primary_node"] == n3.name
@@ -211,20 +292,33 @@ def test_sharedfile_instance_migrates_and_fails_over(cluster: Any) -> None:
     assert instance(running, "db1")["primary_node_name"] == n3.name
     run(running, "instance.failover", name="db1", target_node=n2.name)
     assert guest_pids(n3, "db1") == [] and len(guest_pids(n2, "db1")) == 1
-    fails_cleanly(running, ValidationError, "instance.migrate", name="db1",
-                  target_node=n2.name)
+    fails_cleanly(running, ValidationError, "instance.migrate", name="db1", target_node=n2.name)
 
 
 def test_allocator_places_and_dry_run_changes_nothing(cluster: Any) -> None:
     running, lab = cluster
     before = running.api.dump()
-    result = run(running, "instance.add", name="auto1", disk_template="file", disks=["16M"],
-                 install=False, dry_run=True)
+    result = run(
+        running,
+        "instance.add",
+        name="auto1",
+        disk_template="file",
+        disks=["16M"],
+        install=False,
+        dry_run=True,
+    )
     assert result["changed"] is False
     assert result["primary_node"] in {n.name for n in lab.nodes}
     assert running.api.dump() == before
-    placed = run(running, "instance.add", name="auto1", disk_template="file", disks=["16M"],
-                 install=False, start=False)
+    placed = run(
+        running,
+        "instance.add",
+        name="auto1",
+        disk_template="file",
+        disks=["16M"],
+        install=False,
+        start=False,
+    )
     assert instance(running, "auto1")["primary_node_name"] == placed["primary_node"]
     run(running, "instance.remove", name="auto1")
 
@@ -239,8 +333,9 @@ def test_remove_cleans_every_node(cluster: Any) -> None:
     assert "web1" not in [i["name"] for i in running.api.query("instances")]
 
 
-def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_node_dying_mid_create_leaves_no_config(
+    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The primary dies while the OS script runs: the job fails naming the node, the
     config holds nothing of the instance, and the rollback either cleaned the node or
     reports what it could not undo."""
@@ -248,8 +343,16 @@ def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path
     running = start_thread_master(tmp_path)
     s1, s2 = scratch_lab.nodes
     try:
-        run(running, "cluster.init", name="dying", master_node=s1.name, primary_ip=s1.ip,
-            ssh_port=s1.port, enabled_hypervisors=["fake"], enabled_disk_templates=["file"])
+        run(
+            running,
+            "cluster.init",
+            name="dying",
+            master_node=s1.name,
+            primary_ip=s1.ip,
+            ssh_port=s1.port,
+            enabled_hypervisors=["fake"],
+            enabled_disk_templates=["file"],
+        )
         run(running, "node.add", name=s2.name, primary_ip=s2.ip, ssh_port=s2.port)
         slow = s2.state_dir / "os" / "slow"
         slow.mkdir(parents=True)
@@ -260,11 +363,23 @@ def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path
             path = slow / script
             path.write_text("#!/bin/sh\nsleep 30\n")
             os.chmod(path, 0o755)
-        job = running.api.submit([{"op": "instance.add", "name": "victim",
-                                   "disk_template": "file", "disks": ["16M"],
-                                   "os": "slow+default", "primary_node": s2.name}])
-        running.api.wait(job, timeout=60, on_log=lambda e: (
-            s2.kill_sshd() if "installing OS" in e["message"] else None))
+        job = running.api.submit(
+            [
+                {
+                    "op": "instance.add",
+                    "name": "victim",
+                    "disk_template": "file",
+                    "disks": ["16M"],
+                    "os": "slow+default",
+                    "primary_node": s2.name,
+                }
+            ]
+        )
+        running.api.wait(
+            job,
+            timeout=60,
+            on_log=lambda e: s2.kill_sshd() if "installing OS" in e["message"] else None,
+        )
         doc = running.api.job(job)
         assert doc["status"] == "error"
         err = HerdError.from_dict(doc["error"])

@@ -36,28 +36,51 @@ def evacuation_cluster(lab: Any, base: Path) -> Iterator[ThreadMaster]:
     running = start_thread_master(base)
     n1, a, _ = lab.nodes
     try:
-        run(running, "cluster.init", name="evac", master_node=n1.name, primary_ip=n1.ip,
-            ssh_port=n1.port, enabled_hypervisors=["fake"],
-            enabled_disk_templates=["file", "sharedfile"], beparams={"memory": 64})
+        run(
+            running,
+            "cluster.init",
+            name="evac",
+            master_node=n1.name,
+            primary_ip=n1.ip,
+            ssh_port=n1.port,
+            enabled_hypervisors=["fake"],
+            enabled_disk_templates=["file", "sharedfile"],
+            beparams={"memory": 64},
+        )
         for node in lab.nodes[1:]:
             run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
         for node in lab.nodes:
             install_os(node)
         for name, template in INSTANCES.items():
-            run(running, "instance.add", name=name, disk_template=template, disks=["16M"],
-                os="herd-image+blank", primary_node=a.name, start=name != "cold1")
+            run(
+                running,
+                "instance.add",
+                name=name,
+                disk_template=template,
+                disks=["16M"],
+                os="herd-image+blank",
+                primary_node=a.name,
+                start=name != "cold1",
+            )
         yield running
     finally:
         for inst in running.api.query("instances"):
-            run(running, "instance.remove", name=inst["name"], shutdown_timeout=0,
-                ignore_failures=True)
+            run(
+                running,
+                "instance.remove",
+                name=inst["name"],
+                shutdown_timeout=0,
+                ignore_failures=True,
+            )
         running.stop()
         mp.undo()
 
 
 @pytest.fixture(scope="module")
-def evac(lab_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
-         ) -> Iterator[tuple[ThreadMaster, Any]]:
+def evac(
+    lab_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ThreadMaster, Any]]:
     with evacuation_cluster(lab_cluster, tmp_path_factory.mktemp("master")) as running:
         yield running, lab_cluster
 

@@ -82,6 +82,20 @@ def test_agent_errors_arrive_as_their_own_class(
     assert client.sessions_opened[node.name] == 1
 
 
+def test_a_node_error_from_the_agent_names_the_node_in_its_message(
+    lab_cluster: herdlab.Lab, client: NodeClient
+) -> None:
+    """The agent does not know its cluster name; people read the message, not details."""
+    node = address(lab_cluster.nodes[1])
+    too_big = {"template": "file", "uuid": "rpc-nospace", "index": 0, "size_mib": 2**26,
+               "params": {"path": "rpc-nospace.img", "preallocate": True}}  # fmt: skip
+    with pytest.raises(NodeError) as err:
+        client.call(node, "disk_create", {"disk": too_big})
+    assert err.value.message.startswith(f"node {node.name}: no space for a 67108864 MiB disk")
+    assert err.value.details["node"] == node.name
+    assert client.call(node, "disk_info", {"disk": too_big})["exists"] is False
+
+
 def test_parallel_threads_to_same_and_different_nodes(
     lab_cluster: herdlab.Lab, client: NodeClient
 ) -> None:

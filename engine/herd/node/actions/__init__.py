@@ -11,6 +11,7 @@ import importlib
 
 ACTION_MODULES = (
     "herd.node.actions.system",
+    "herd.node.actions.sshkeys",
     "herd.node.actions.files",
     "herd.node.actions.osinstall",
     "herd.node.actions.storage",
@@ -18,6 +19,7 @@ ACTION_MODULES = (
     "herd.node.actions.drbd",
     "herd.node.actions.transfer",
     "herd.node.actions.export",
+    "herd.node.actions.inventory",
 )
 
 

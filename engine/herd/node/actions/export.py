@@ -57,6 +57,16 @@ def _work_dir(ctx: NodeContext, token: str) -> Path:
     return exports_dir(ctx) / f"{WORK_PREFIX}{token}"
 
 
+def list_work_dirs(ctx: NodeContext) -> list[dict[str, Any]]:
+    """Work directories of unfinished exports, for ``cluster.verify``: a committed or
+    discarded export leaves none, so any found while no job runs was abandoned."""
+    base = exports_dir(ctx)
+    return [
+        {"token": d.name.removeprefix(WORK_PREFIX), "path": str(d)}
+        for d in (sorted(base.glob(f"{WORK_PREFIX}*")) if base.is_dir() else [])
+    ]
+
+
 def _file_end(ctx: NodeContext, transfer_id: str, role: str) -> Path:
     _check_token("transfer_id", transfer_id)
     if role not in worker.FILE_ROLES:

@@ -13,7 +13,15 @@ from typing import Any
 
 from herd.errors import ValidationError
 from herd.node.actions.registry import NodeContext, action
-from herd.node.hv.base import Hypervisor, check_boot_override, check_spec, hypervisor_for
+from herd.node.actions.transfer import TRANSFER_ID
+from herd.node.actions.transfer import _credentials as check_credentials
+from herd.node.hv.base import (
+    Hypervisor,
+    MigrationTLS,
+    check_boot_override,
+    check_spec,
+    hypervisor_for,
+)
 from herd.node.storage.base import DiskSpec, backend_for
 
 
@@ -88,27 +96,76 @@ def instance_console(ctx: NodeContext, hypervisor: str, name: str) -> dict[str, 
 
 @action("instance_migration_accept")
 def instance_migration_accept(
-    ctx: NodeContext, spec: dict[str, Any], disk_paths: list[str] | None = None
+    ctx: NodeContext,
+    spec: dict[str, Any],
+    bind_ip: str,
+    disk_paths: list[str] | None = None,
+    migration_id: str | None = None,
+    cert_pem: str | None = None,
+    key_pem: str | None = None,
+    ca_pem: str | None = None,
 ) -> dict[str, Any]:
-    """Target side: wait for the instance; returns the ``port`` the source must send to."""
+    """Target side: wait for the instance on ``bind_ip``; returns the ``port`` to send to.
+
+    ``bind_ip`` is one address of this node (the master sends its secondary IP), never
+    the wildcard: the incoming stream must not be reachable from every network.
+    """
+    ip = _check_ip("bind_ip", bind_ip)
+    if ip.is_unspecified:
+        raise ValidationError("bind_ip", bind_ip, "one address of this node, not the wildcard")
     hv = _hv(ctx, spec.get("hypervisor"))
     spec = check_spec(spec, type(hv))
+    tls = _migration_tls(migration_id, cert_pem, key_pem, ca_pem)
     paths = assemble_disks(ctx, spec) if disk_paths is None else disk_paths
-    return hv.migration_accept(spec, paths)
+    return hv.migration_accept(spec, paths, bind_ip, tls)
 
 
 @action("instance_migrate")
 def instance_migrate(
-    ctx: NodeContext, hypervisor: str, name: str, target_ip: str, port: int, live: bool = True
+    ctx: NodeContext,
+    hypervisor: str,
+    name: str,
+    target_ip: str,
+    port: int,
+    live: bool = True,
+    migration_id: str | None = None,
+    cert_pem: str | None = None,
+    key_pem: str | None = None,
+    ca_pem: str | None = None,
 ) -> dict[str, Any]:
     """Source side: send the instance; it stops here only after the target confirmed."""
-    try:
-        ipaddress.ip_address(target_ip)
-    except ValueError as exc:
-        raise ValidationError("target_ip", target_ip, "an IP address") from exc
+    _check_ip("target_ip", target_ip)
     if not 0 < port < 65536:
         raise ValidationError("port", port, "1..65535")
-    return _hv(ctx, hypervisor).migrate(name, target_ip, port, live)
+    tls = _migration_tls(migration_id, cert_pem, key_pem, ca_pem)
+    return _hv(ctx, hypervisor).migrate(name, target_ip, port, live, tls)
+
+
+def _check_ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValidationError(field, value, "an IP address") from exc
+
+
+def _migration_tls(
+    migration_id: str | None, cert_pem: str | None, key_pem: str | None, ca_pem: str | None
+) -> MigrationTLS | None:
+    """The migration's credentials, checked like a transfer's: issued by ``ca_pem`` for
+    exactly ``migration_id``, so a mixed-up pair fails here rather than in qemu."""
+    given = {"cert_pem": cert_pem, "key_pem": key_pem, "ca_pem": ca_pem}
+    if migration_id is None:
+        extra = [key for key, value in given.items() if value is not None]
+        if extra:
+            raise ValidationError(extra[0], "(given)", "nothing without migration_id")
+        return None
+    if not isinstance(migration_id, str) or not TRANSFER_ID.match(migration_id):
+        raise ValidationError("migration_id", migration_id, "a DNS label (letters, digits, '-')")
+    missing = [key for key, value in given.items() if not isinstance(value, str)]
+    if missing or cert_pem is None or key_pem is None or ca_pem is None:
+        raise ValidationError(missing[0], None, f"a PEM string for migration {migration_id}")
+    files = check_credentials(migration_id, cert_pem, key_pem, ca_pem, None)
+    return MigrationTLS(migration_id, files["cert.pem"], files["key.pem"], files["ca.pem"])
 
 
 @action("instance_migration_finish")

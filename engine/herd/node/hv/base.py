@@ -51,6 +51,20 @@ class HvParam:
         raise ValidationError(field, value, f"{allowed} (hypervisor {hypervisor})")
 
 
+@dataclass(frozen=True)
+class MigrationTLS:
+    """The throw-away credentials of one migration, issued by the master from the cluster CA.
+
+    The certificate names ``migration_id`` (its CN and only SAN), so each end can demand
+    exactly this migration's peer; a certificate from another migration is refused.
+    """
+
+    migration_id: str
+    cert_pem: str
+    key_pem: str
+    ca_pem: str
+
+
 class Hypervisor(ABC):
     """What a hypervisor must do on a node.  Every call is idempotent and says ``changed``."""
 
@@ -74,7 +88,16 @@ class Hypervisor(ABC):
                     f"hypervisor {cls.name} does not support parameter '{key}'",
                 )
             filled[key] = param.check(f"{field}.{key}", value, cls.name)
+        cls.check_hvparams(filled, field)
         return filled
+
+    @classmethod  # noqa: B027
+    def check_hvparams(cls, filled: Mapping[str, Any], field: str) -> None:
+        """Optional hook: checks across parameters, or of a value's form, once typed.
+
+        Runs wherever ``fill_hvparams`` does, so the master refuses at submit time what
+        the node would refuse at start.
+        """
 
     @abstractmethod
     def start(
@@ -108,11 +131,19 @@ class Hypervisor(ABC):
         """How to reach the console: ``{kind, …}`` (message, serial socket, vnc …)."""
 
     @abstractmethod
-    def migration_accept(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
-        """Target side: prepare to receive the instance; returns ``{port, …}``."""
+    def migration_accept(
+        self,
+        spec: dict[str, Any],
+        disk_paths: list[str],
+        bind_ip: str = "127.0.0.1",
+        tls: MigrationTLS | None = None,
+    ) -> dict[str, Any]:
+        """Target side: listen on ``bind_ip`` for the instance; returns ``{port, …}``."""
 
     @abstractmethod
-    def migrate(self, name: str, target_ip: str, port: int, live: bool) -> dict[str, Any]:
+    def migrate(
+        self, name: str, target_ip: str, port: int, live: bool, tls: MigrationTLS | None = None
+    ) -> dict[str, Any]:
         """Source side: send the instance; the source stops only once the target confirms."""
 
     @abstractmethod

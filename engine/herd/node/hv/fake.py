@@ -34,7 +34,16 @@ from herd.errors import (
     TransferError,
     ValidationError,
 )
-from herd.node.hv.base import HvParam, Hypervisor, check_name, check_spec, register_hypervisor
+from herd.node import proc
+from herd.node.actions.registry import NodeContext
+from herd.node.hv.base import (
+    HvParam,
+    Hypervisor,
+    MigrationTLS,
+    check_name,
+    check_spec,
+    register_hypervisor,
+)
 
 MIB = 1024 * 1024
 READY_TIMEOUT = 15.0
@@ -162,7 +171,14 @@ class FakeHypervisor(Hypervisor):
             f"{state['pid']}; it has no console",
         }
 
-    def migration_accept(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def migration_accept(
+        self,
+        spec: dict[str, Any],
+        disk_paths: list[str],
+        bind_ip: str = "127.0.0.1",
+        tls: MigrationTLS | None = None,
+    ) -> dict[str, Any]:
+        """Listens on ``bind_ip`` like kvm; ``tls`` is unused (the fake stream is test data)."""
         spec = self._checked(spec, disk_paths)
         name = spec["name"]
         state = self._load(name)
@@ -175,13 +191,15 @@ class FakeHypervisor(Hypervisor):
                 status=state["status"],
             )
         self._forget(name)
-        with socket.create_server(("0.0.0.0", 0)) as listener:
+        with socket.create_server((bind_ip, 0)) as listener:
             port = listener.getsockname()[1]
             state = self._spawn(spec, disk_paths, "incoming", listener, port)
         self._wait_guest(state, lambda g: g["phase"] == "incoming")
         return {"changed": True, "port": port}
 
-    def migrate(self, name: str, target_ip: str, port: int, live: bool) -> dict[str, Any]:
+    def migrate(
+        self, name: str, target_ip: str, port: int, live: bool, tls: MigrationTLS | None = None
+    ) -> dict[str, Any]:
         state = self._load(check_name(name))
         if state is not None and state["status"] == "migrated":
             return {"changed": False, **state["migration"]}
@@ -367,6 +385,17 @@ class FakeHypervisor(Hypervisor):
     def _forget(self, name: str) -> None:
         for suffix in (".json", ".guest.json"):
             self._path(name, suffix).unlink(missing_ok=True)
+
+
+def list_processes(ctx: NodeContext) -> list[dict[str, Any]]:
+    """Fake guests and helpers running on this node, found by process rather than by state
+    file: a guest whose state file is gone (or was never written) still runs."""
+    modules = {GUEST_MODULE, *HELPERS.values()}
+    return [
+        {"hypervisor": FakeHypervisor.name, "name": name, "pid": pid}
+        for pid, argv in proc.own_processes()
+        if proc.python_module(argv) in modules and (name := proc.arg_value(argv, "--name"))
+    ]
 
 
 def _helper_for(boot: dict[str, str]) -> str:

@@ -1,12 +1,22 @@
 """The ``kvm`` hypervisor: one detached ``qemu-system-x86_64`` per instance, driven by QMP.
 
-Per instance, ``<root>/hv/kvm/<name>/`` holds ``runtime.json`` (spec, disk paths, the
-exact command line, status, migration record), ``pid`` (qemu's pidfile), ``qmp.sock``
-(the monitor), ``serial.sock`` (the interactive serial console) and ``serial.log``
-(everything the guest wrote on its serial port).  ``serial.log`` survives a stop as a
-post-mortem; everything else goes with the instance.  A pid is trusted only if its
-``/proc/<pid>/cmdline`` names this instance's monitor socket, so a reused pid reads as
-a crash rather than as our instance.
+Per instance, ``<root>/hv/kvm/<name>/`` (root only) holds ``runtime.json`` (spec, disk
+paths, the exact command line, status, migration record), ``pid``, ``qmp.sock`` (the
+monitor), ``serial.sock`` (the interactive serial console), ``serial.log`` (everything
+the guest wrote on its serial port) and ``qemu.log`` (qemu's own messages).  The logs
+survive a stop as a post-mortem; everything else goes with the instance.  A pid is
+trusted only if its ``/proc/<pid>/cmdline`` is the command line this instance was started
+with, so a reused pid reads as a crash rather than as our instance.
+
+qemu never runs as root: herd starts it as the ``herd-qemu`` user (created on first use
+if the node role has not), with no supplementary group but ``kvm``, under qemu's seccomp
+sandbox with privilege elevation, spawning, obsolete calls and resource control denied.
+qemu 7.2's own ``-runas`` cannot be combined with that sandbox (it calls setuid after the
+filter is in place and is killed), and ``spawn=deny`` rules out ``-daemonize``; so, as
+libvirt does, herd drops the privileges itself and opens everything qemu needs as root
+first, handing qemu descriptors: the monitor and serial sockets, the serial log, every
+disk (an fd set per disk) and a sealed in-memory copy of the kernel and initrd.  qemu
+can open no file of the node by name.
 
 Semantics chosen where Ganeti's leave room:
 
@@ -23,26 +33,51 @@ Semantics chosen where Ganeti's leave room:
   ``migration_finish``: on success it quits, on failure it resumes, so a target that
   fails to take over never leaves the instance running nowhere.
 
-The migration stream is qemu's own: clear text and unauthenticated, on a port bound on
-every address of the target; it belongs on a trusted replication network.
+The migration stream is qemu's own, over TLS with a throw-away certificate the master
+issues from the cluster CA for this one migration: both ends verify the peer against the
+CA, the source demands the migration id as the target's name and the target admits only
+a client certificate for that id.  The target listens on one address of its own (the
+secondary IP the master sends), never on every address.  qemu reads the credentials
+once, when it creates its TLS object, so they are on disk only that long, in a directory
+under ``/run/herd-qemu`` that only the qemu user can read.
+
+A VNC console binds a loopback address unless a password file is set; a network-facing
+VNC display without a password is refused when the instance is submitted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import grp
 import hashlib
+import ipaddress
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from herd.errors import ConflictError, NodeError, PrerequisiteError, ValidationError
-from herd.node.hv.base import HvParam, Hypervisor, check_name, check_spec, register_hypervisor
+from herd.node import proc
+from herd.node.actions.registry import NodeContext
+from herd.node.hv.base import (
+    HvParam,
+    Hypervisor,
+    MigrationTLS,
+    check_name,
+    check_spec,
+    register_hypervisor,
+)
 from herd.node.hv.qmp import QMPClient, QMPError
 
 QEMU = "qemu-system-x86_64"
@@ -59,6 +94,16 @@ MAX_SOCKET_PATH = 107
 OPTION_VALUE_RE = re.compile(r"^[A-Za-z0-9._:/+@=-]*$")
 IFNAME_MAX = 15
 NIC_MODES = ("bridged",)
+#: The unprivileged user every qemu runs as.
+QEMU_USER = "herd-qemu"
+#: Where qemu-readable files live for the moment qemu needs them (migration credentials).
+QEMU_RUN_DIR = Path("/run/herd-qemu")
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+#: QOM ids of the migration's TLS credentials and of the target's client check.
+TLS_ID = "migration-tls"
+AUTHZ_ID = "migration-authz"
+#: Seconds between attempts to reach a starting qemu's monitor.
+READY_POLL = 0.1
 
 
 def _str_param(default: str, doc: str) -> HvParam:
@@ -89,7 +134,14 @@ class KvmHypervisor(Hypervisor):
             ("default", "none", "writethrough", "writeback", "directsync", "unsafe"),
         ),
         "serial_console": HvParam(bool, True, "serial port on a Unix socket plus serial.log"),
-        "vnc_bind_address": _str_param("", "address for a VNC display; empty: no VNC"),
+        "vnc_bind_address": _str_param(
+            "",
+            "IP address for a VNC display; empty: no VNC; other than loopback "
+            "only with vnc_password_file",
+        ),
+        "vnc_password_file": _str_param(
+            "", "file on the node whose first line is the VNC password; empty: no password"
+        ),
         "acpi": HvParam(bool, True, "ACPI for the guest; off: a clean stop is impossible"),
         "reboot_behavior": HvParam(
             str,
@@ -100,6 +152,33 @@ class KvmHypervisor(Hypervisor):
         "migration_bandwidth": HvParam(int, 32, "MiB/s a migration may use"),
         "migration_downtime": HvParam(int, 30, "longest pause (ms) at the migration switch-over"),
     }
+
+    @classmethod
+    def check_hvparams(cls, filled: Mapping[str, Any], field: str) -> None:
+        """A VNC display on the network needs a password; loopback is for local tools."""
+        address = filled["vnc_bind_address"]
+        password_file = filled["vnc_password_file"]
+        if password_file and not password_file.startswith("/"):
+            raise ValidationError(
+                f"{field}.vnc_password_file", password_file, "an absolute path on the node"
+            )
+        if not address:
+            return
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise ValidationError(
+                f"{field}.vnc_bind_address",
+                address,
+                "an IP address of the node (127.0.0.1: local access only), or empty for no VNC",
+            ) from exc
+        if not ip.is_loopback and not password_file:
+            raise ValidationError(
+                f"{field}.vnc_bind_address",
+                address,
+                "a loopback address (127.0.0.1, ::1) unless vnc_password_file is set: "
+                "a VNC console reachable from the network needs a password",
+            )
 
     @property
     def state_dir(self) -> Path:
@@ -126,7 +205,7 @@ class KvmHypervisor(Hypervisor):
                 status=runtime["status"],
             )
         self._cleanup(name)
-        runtime = self._launch(spec, disk_paths, build_command(spec, disk_paths, self._paths(name)))
+        runtime = self._launch(spec, disk_paths)
         return {"changed": True, "pid": runtime["pid"]}
 
     def stop(self, name: str, timeout: float, force: bool) -> dict[str, Any]:
@@ -157,7 +236,7 @@ class KvmHypervisor(Hypervisor):
             self._kill(name)
             method = "kill-after-timeout"
         self._cleanup(name)
-        runtime = self._launch(runtime["spec"], runtime["disk_paths"], runtime["argv"])
+        runtime = self._launch(runtime["spec"], runtime["disk_paths"])
         return {"changed": True, "hard": hard, "method": method, "pid": runtime["pid"]}
 
     def info(self, name: str) -> dict[str, Any] | None:
@@ -214,7 +293,14 @@ class KvmHypervisor(Hypervisor):
             "message": f"instance {name} has neither a serial console nor VNC",
         }
 
-    def migration_accept(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def migration_accept(
+        self,
+        spec: dict[str, Any],
+        disk_paths: list[str],
+        bind_ip: str = "127.0.0.1",
+        tls: MigrationTLS | None = None,
+    ) -> dict[str, Any]:
+        tls = _require_tls(tls)
         spec = self._checked(spec, disk_paths)
         name = spec["name"]
         runtime = self._load(name)
@@ -227,28 +313,39 @@ class KvmHypervisor(Hypervisor):
                 status=runtime["status"],
             )
         self._cleanup(name)
-        port = _free_port()
-        argv = [
-            *build_command(spec, disk_paths, self._paths(name)),
-            "-incoming",
-            f"tcp:0.0.0.0:{port}",
-        ]
-        self._launch(spec, disk_paths, argv, status="incoming", port=port)
+        port = _free_port(bind_ip)
+        with _tls_dir(tls, "server", qemu_user()) as creds:
+            # Deferred: the listener may open only once it demands TLS.
+            extra = [*tls_objects(tls, creds, "server"), "-incoming", "defer"]
+            self._launch(spec, disk_paths, extra, status="incoming", port=port)
+        try:
+            with QMPClient(self._paths(name)["qmp"]) as qmp:
+                qmp.execute("migrate-set-parameters", {"tls-creds": TLS_ID, "tls-authz": AUTHZ_ID})
+                qmp.execute("migrate-incoming", {"uri": _tcp_uri(bind_ip, port)})
+        except QMPError:
+            self.stop(name, 0.0, force=True)
+            raise
         return {"changed": True, "port": port}
 
-    def migrate(self, name: str, target_ip: str, port: int, live: bool) -> dict[str, Any]:
+    def migrate(
+        self, name: str, target_ip: str, port: int, live: bool, tls: MigrationTLS | None = None
+    ) -> dict[str, Any]:
+        tls = _require_tls(tls)
         runtime = self._load(check_name(name))
         if runtime is not None and runtime["status"] == "migrated":
             return {"changed": False, **runtime["migration"]}
         runtime = self._running(name)
         hv = runtime["spec"]["hvparams"]
-        target = f"{target_ip}:{port}"
+        target = _tcp_uri(target_ip, port)
         with QMPClient(self._paths(name)["qmp"]) as qmp:
+            _client_credentials(qmp, tls)
             qmp.execute(
                 "migrate-set-parameters",
                 {
                     "max-bandwidth": hv["migration_bandwidth"] * MIB,
                     "downtime-limit": hv["migration_downtime"],
+                    "tls-creds": TLS_ID,
+                    "tls-hostname": tls.migration_id,
                 },
             )
             if not live:
@@ -260,7 +357,7 @@ class KvmHypervisor(Hypervisor):
                     qmp.execute("cont")
                 raise
         runtime["status"] = "migrated"
-        runtime["migration"] = {"target": target, "live": live, **result}
+        runtime["migration"] = {"target": target.removeprefix("tcp:"), "live": live, **result}
         self._save(name, runtime)
         return {"changed": True, **runtime["migration"]}
 
@@ -306,7 +403,7 @@ class KvmHypervisor(Hypervisor):
 
     def _run_migration(self, qmp: QMPClient, name: str, target: str) -> dict[str, Any]:
         """Send the instance and wait for qemu to finish; cancelled if it stops moving."""
-        qmp.execute("migrate", {"uri": f"tcp:{target}"})
+        qmp.execute("migrate", {"uri": target})
         last_progress = time.monotonic()
         transferred = -1
         while True:
@@ -382,19 +479,29 @@ class KvmHypervisor(Hypervisor):
         self,
         spec: dict[str, Any],
         disk_paths: list[str],
-        argv: list[str],
+        extra_args: list[str] | None = None,
         status: str = "running",
         port: int | None = None,
     ) -> dict[str, Any]:
-        """Start qemu detached (``-daemonize``) and wait until its monitor answers.
+        """Start qemu unprivileged and detached, and wait until its monitor answers.
 
-        ``-daemonize`` returns only once qemu has opened its sockets and devices, so a bad
-        option or a missing disk is reported here with qemu's own message.  qemu's stdio
-        goes to /dev/null and the log, never to the agent's framing pipes.
+        Everything qemu uses is opened here, as root, and handed over as descriptors
+        (see the module docstring); qemu's messages go to ``qemu.log``, so a bad option
+        or an unreadable disk is reported with qemu's own words.
         """
         name = spec["name"]
         paths = self._paths(name)
-        Path(paths["dir"]).mkdir(parents=True, exist_ok=True)
+        _private_dir(Path(paths["dir"]))
+        user = qemu_user()
+        taps = _create_taps(spec, user)
+        try:
+            with contextlib.ExitStack() as stack:
+                fds = _open_for_qemu(stack, spec, disk_paths, paths)
+                argv = [*build_command(spec, disk_paths, fds, paths["dir"]), *(extra_args or [])]
+                proc = _spawn(argv, fds, user, paths["qemu_log"])
+        except BaseException:
+            _delete_taps(taps)
+            raise
         runtime = {
             "name": name,
             "spec": spec,
@@ -404,32 +511,42 @@ class KvmHypervisor(Hypervisor):
             "port": port,
             "started_at": time.time(),
         }
-        taps = _create_taps(spec)
-        try:
-            proc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=START_TIMEOUT,
-                start_new_session=True,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            _delete_taps(taps)
-            raise NodeError(f"cannot start qemu for {name}: {exc}", name=name) from exc
-        if proc.returncode != 0:
-            _delete_taps(taps)
-            reason = proc.stderr.strip()[-1000:] or f"exit status {proc.returncode}"
-            raise NodeError(f"qemu for {name} failed to start: {reason}", name=name)
+        Path(paths["pid"]).write_text(f"{proc.pid}\n")
         self._save(name, runtime)
         try:
-            status_now = self._qmp(name, "query-status")["status"]
-        except QMPError:
+            status_now = self._wait_ready(name, proc)
+        except BaseException:
             self._kill(name)
             self._cleanup(name)
             raise
-        return {**runtime, "pid": self._pid(name), "qemu_status": status_now}
+        return {**runtime, "pid": proc.pid, "qemu_status": status_now}
+
+    def _wait_ready(self, name: str, proc: subprocess.Popen[bytes]) -> str:
+        """qemu's status once its monitor answers; its own message if it exits first."""
+        paths = self._paths(name)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                reason = _tail(paths["qemu_log"]) or f"exit status {proc.returncode}"
+                raise NodeError(f"qemu for {name} failed to start: {reason}", name=name)
+            try:
+                with QMPClient(paths["qmp"], timeout=READY_POLL * 10) as qmp:
+                    status = qmp.execute("query-status")["status"]
+                    self._set_vnc_password(name, qmp)
+                    return str(status)
+            except QMPError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(READY_POLL)
+
+    def _set_vnc_password(self, name: str, qmp: QMPClient) -> None:
+        """The password goes over the monitor: never on qemu's command line or in a file
+        qemu could read."""
+        runtime = self._load(name)
+        password_file = runtime["spec"]["hvparams"]["vnc_password_file"] if runtime else ""
+        if password_file:
+            password = _read_password(password_file)
+            qmp.execute("set_password", {"protocol": "vnc", "password": password})
 
     def _acpi_shutdown(self, name: str, timeout: float) -> bool:
         """Press the ACPI power button; True once qemu exited within ``timeout``."""
@@ -485,6 +602,7 @@ class KvmHypervisor(Hypervisor):
             "qmp": str(base / "qmp.sock"),
             "serial_sock": str(base / "serial.sock"),
             "serial_log": str(base / "serial.log"),
+            "qemu_log": str(base / "qemu.log"),
         }
 
     def _pid(self, name: str) -> int | None:
@@ -494,9 +612,10 @@ class KvmHypervisor(Hypervisor):
             return None
 
     def _alive(self, name: str) -> bool:
-        """qemu of this instance runs: its pid's command line names our monitor socket."""
+        """qemu of this instance runs: its pid's command line is the one we started."""
         pid = self._pid(name)
-        if pid is None:
+        runtime = self._load(name)
+        if pid is None or runtime is None:
             return False
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
@@ -506,7 +625,8 @@ class KvmHypervisor(Hypervisor):
         except OSError:
             return False
         zombie = stat.rsplit(")", 1)[1].split()[0] == "Z"
-        return not zombie and self._paths(name)["qmp"].encode() in cmdline
+        expected = b"".join(arg.encode() + b"\0" for arg in runtime["argv"])
+        return not zombie and cmdline == expected
 
     def _load(self, name: str) -> dict[str, Any] | None:
         try:
@@ -521,11 +641,55 @@ class KvmHypervisor(Hypervisor):
         os.replace(tmp, path)
 
 
-def build_command(spec: dict[str, Any], disk_paths: list[str], paths: dict[str, str]) -> list[str]:
+def list_processes(ctx: NodeContext) -> list[dict[str, Any]]:
+    """qemu processes of this node's instances: those naming a path in our state dir."""
+    state_dir = f"{KvmHypervisor(ctx).state_dir}/"
+    return [
+        {"hypervisor": KvmHypervisor.name, "name": name.split(",")[0], "pid": pid}
+        for pid, argv in proc.own_processes()
+        if any(state_dir in arg for arg in argv) and (name := proc.arg_value(argv, "-name"))
+    ]
+
+
+@dataclass(frozen=True)
+class QemuUser:
+    """Who qemu runs as: the user, its group, and ``kvm`` (for /dev/kvm) if the node has it."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class QemuFds:
+    """Descriptors opened as root for a qemu that may open nothing by name itself.
+
+    ``disks`` holds per disk a read-write and a read-only descriptor (qemu asks for both
+    access modes while it opens an image), or only the read-only one for a ro disk.
+    """
+
+    qmp: int
+    serial: int | None = None
+    serial_log: int | None = None
+    disks: tuple[tuple[int, ...], ...] = ()
+    kernel: int | None = None
+    initrd: int | None = None
+
+    def all(self) -> list[int]:
+        single = (self.qmp, self.serial, self.serial_log, self.kernel, self.initrd)
+        return [fd for fd in single if fd is not None] + [fd for d in self.disks for fd in d]
+
+
+def build_command(
+    spec: dict[str, Any], disk_paths: list[str], fds: QemuFds, instance_dir: str
+) -> list[str]:
     """The qemu command line for a checked spec; refuses what qemu could not honour.
 
     Every value that lands inside a qemu option list is checked for commas and other
-    separators first: a path like ``a,format=qcow2`` must be refused, not parsed.
+    separators first: a value like ``pc,accel=kvm`` must be refused, not parsed.  Paths
+    do not appear: qemu gets descriptors (``QemuFds``) instead.  Only ``instance_dir``
+    does, as an extra firmware directory that qemu cannot read (so it uses its own): it
+    marks the process as this node's instance for the inventory (``list_processes``).
     """
     hv = spec["hvparams"]
     accel = hv["acceleration"]
@@ -533,6 +697,7 @@ def build_command(spec: dict[str, Any], disk_paths: list[str], paths: dict[str, 
     _check_option_value("spec.hvparams.cpu_type", cpu)
     _check_option_value("spec.hvparams.machine_type", hv["machine_type"])
     name = spec["name"]
+    _check_option_value("instance_dir", instance_dir)
     argv = [
         QEMU,
         "-name", f"{name},debug-threads=on",
@@ -544,13 +709,12 @@ def build_command(spec: dict[str, Any], disk_paths: list[str], paths: dict[str, 
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
-        "-daemonize",
-        "-pidfile", paths["pid"],
-        "-chardev", f"socket,id=qmp,path={paths['qmp']},server=on,wait=off",
+        "-sandbox", SANDBOX,
+        "-L", instance_dir,
+        "-chardev", f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
     ]  # fmt: skip
-    for key in ("pid", "qmp", "serial_sock", "serial_log"):
-        _check_option_value(f"spec.name ({key} path)", paths[key])
+    fdsets = _FdSets()
     if spec.get("uuid"):
         argv += ["-uuid", str(spec["uuid"])]
     if not hv["acpi"]:
@@ -558,19 +722,53 @@ def build_command(spec: dict[str, Any], disk_paths: list[str], paths: dict[str, 
     if hv["reboot_behavior"] == "exit":
         argv.append("-no-reboot")
     if hv["serial_console"]:
+        if fds.serial is None or fds.serial_log is None:
+            raise ValueError("serial_console needs the serial socket and log descriptors")
+        log = fdsets.add(argv, fds.serial_log)
         argv += [
             "-chardev",
-            f"socket,id=serial0,path={paths['serial_sock']},server=on,wait=off,"
-            f"logfile={paths['serial_log']},logappend=off",
+            f"socket,id=serial0,fd={fds.serial},server=on,wait=off,logfile={log},logappend=on",
             "-serial", "chardev:serial0",
         ]  # fmt: skip
     if hv["vnc_bind_address"]:
-        _check_option_value("spec.hvparams.vnc_bind_address", hv["vnc_bind_address"])
-        argv += ["-vnc", f"{hv['vnc_bind_address']}:0,to=99"]
-    argv += _boot_args(hv)
-    argv += _disk_args(spec, disk_paths, hv["disk_cache"])
+        argv += ["-vnc", _vnc_option(hv)]
+    argv += _boot_args(hv, fds)
+    argv += _disk_args(spec, disk_paths, hv["disk_cache"], fds, fdsets)
     argv += _nic_args(spec)
     return argv
+
+
+def tls_objects(tls: MigrationTLS, creds_dir: str, endpoint: str) -> list[str]:
+    """``-object`` options of a migration's x509 credentials (and, on the target, the
+    check that admits only this migration's client)."""
+    _check_option_value("creds_dir", creds_dir)
+    args = [
+        "-object",
+        f"tls-creds-x509,id={TLS_ID},dir={creds_dir},endpoint={endpoint},verify-peer=on",
+    ]
+    if endpoint == "server":
+        args += ["-object", f"authz-simple,id={AUTHZ_ID},identity=CN={tls.migration_id}"]
+    return args
+
+
+class _FdSets:
+    """Numbers qemu ``-add-fd`` sets in the order descriptors are handed over."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def add(self, argv: list[str], *fds: int) -> str:
+        """Put ``fds`` in a new set; returns the name qemu opens it by."""
+        number, self.next = self.next, self.next + 1
+        for fd in fds:
+            argv += ["-add-fd", f"fd={fd},set={number}"]
+        return f"/dev/fdset/{number}"
+
+
+def _vnc_option(hv: dict[str, Any]) -> str:
+    ip = ipaddress.ip_address(hv["vnc_bind_address"])
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"{host}:0,to=99" + (",password=on" if hv["vnc_password_file"] else "")
 
 
 def boot_hvparams(boot: dict[str, str]) -> dict[str, str]:
@@ -582,29 +780,34 @@ def boot_hvparams(boot: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _boot_args(hv: dict[str, Any]) -> list[str]:
+def _boot_args(hv: dict[str, Any], fds: QemuFds) -> list[str]:
     if not hv["kernel_path"]:
         if hv["initrd_path"]:
             raise ValidationError(
                 "spec.hvparams.initrd_path", hv["initrd_path"], "empty unless kernel_path is set"
             )
         return ["-boot", {"disk": "c", "cdrom": "d", "network": "n"}[hv["boot_order"]]]
-    args = ["-kernel", hv["kernel_path"], "-append", hv["kernel_args"]]
+    args = ["-kernel", f"/proc/self/fd/{fds.kernel}", "-append", hv["kernel_args"]]
     if hv["initrd_path"]:
-        args += ["-initrd", hv["initrd_path"]]
+        args += ["-initrd", f"/proc/self/fd/{fds.initrd}"]
     return args
 
 
-def _disk_args(spec: dict[str, Any], disk_paths: list[str], cache: str) -> list[str]:
+def _disk_args(
+    spec: dict[str, Any], disk_paths: list[str], cache: str, fds: QemuFds, fdsets: _FdSets
+) -> list[str]:
     args: list[str] = []
-    for i, (disk, path) in enumerate(zip(spec.get("disks", []), disk_paths, strict=True)):
+    disks = spec.get("disks", [])
+    for i, disk in enumerate(disks):
         field = f"spec.disks[{i}]"
-        _check_option_value(f"disk_paths[{i}]", path)
         mode = disk.get("mode", "rw")
         if mode not in ("rw", "ro"):
             raise ValidationError(f"{field}.mode", mode, "rw or ro (hypervisor kvm)")
-        drive = f"file={path},format=raw,if=virtio,index={i}"
-        if mode == "ro":
+    if len(fds.disks) != len(disks) or len(disk_paths) != len(disks):
+        raise ValueError("one path and one set of descriptors per disk")
+    for i, (disk, disk_fds) in enumerate(zip(disks, fds.disks, strict=True)):
+        drive = f"file={fdsets.add(args, *disk_fds)},format=raw,if=virtio,index={i}"
+        if disk.get("mode", "rw") == "ro":
             drive += ",readonly=on"
         if cache != "default":
             drive += f",cache={cache}"
@@ -645,12 +848,14 @@ def _tap_names(spec: dict[str, Any]) -> list[str]:
     return names
 
 
-def _create_taps(spec: dict[str, Any]) -> list[str]:
-    """Create each NIC's tap and plug it into its bridge before qemu opens it."""
+def _create_taps(spec: dict[str, Any], user: QemuUser) -> list[str]:
+    """Create each NIC's tap, owned by the qemu user (who may then attach to it and to
+    no other), and plug it into its bridge before qemu opens it."""
     created: list[str] = []
+    owner = ("user", str(user.uid), "group", str(user.gid))
     try:
         for nic, tap in zip(spec.get("nics", []), _tap_names(spec), strict=True):
-            _ip("tuntap", "add", "dev", tap, "mode", "tap")
+            _ip("tuntap", "add", "dev", tap, "mode", "tap", *owner)
             created.append(tap)
             _ip("link", "set", tap, "master", nic["link"], "up")
     except NodeError:
@@ -678,7 +883,213 @@ def _check_option_value(field: str, value: str) -> None:
         )
 
 
-def _free_port() -> int:
-    """A TCP port free right now; qemu binds it a moment later (a clash fails loudly)."""
-    with socket.create_server(("0.0.0.0", 0)) as sock:
+def _free_port(bind_ip: str) -> int:
+    """A TCP port free on ``bind_ip`` right now; qemu binds it a moment later (a clash
+    fails loudly)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(bind_ip).version == 6 else socket.AF_INET
+    with socket.create_server((bind_ip, 0), family=family) as sock:
         return int(sock.getsockname()[1])
+
+
+def _tcp_uri(ip: str, port: int) -> str:
+    host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    return f"tcp:{host}:{port}"
+
+
+def _require_tls(tls: MigrationTLS | None) -> MigrationTLS:
+    if tls is None:
+        raise ValidationError(
+            "migration_id", None, "a migration id with its certificate (kvm migrates only over TLS)"
+        )
+    return tls
+
+
+def qemu_user() -> QemuUser:
+    """The qemu user, created as a system user if this node does not have it yet."""
+    try:
+        entry = pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        _create_qemu_user()
+        entry = pwd.getpwnam(QEMU_USER)
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise PrerequisiteError(f"user {QEMU_USER} must not be root or in group root")
+    groups: tuple[int, ...] = ()
+    with contextlib.suppress(KeyError):
+        groups = (grp.getgrnam("kvm").gr_gid,)
+    return QemuUser(entry.pw_uid, entry.pw_gid, groups)
+
+
+def _create_qemu_user() -> None:
+    command = [
+        "useradd", "--system", "--user-group", "--no-create-home",
+        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", QEMU_USER,
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and "already exists" not in proc.stderr:
+        raise NodeError(
+            f"cannot create user {QEMU_USER} for qemu: {proc.stderr.strip()}", command=command
+        )
+
+
+def _private_dir(path: Path) -> None:
+    """The instance directory: root's alone (qemu gets descriptors, not paths)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _open_for_qemu(
+    stack: contextlib.ExitStack, spec: dict[str, Any], disk_paths: list[str], paths: dict[str, str]
+) -> QemuFds:
+    """Open, as root, everything the qemu of ``spec`` uses; ``stack`` closes our copies."""
+    hv = spec["hvparams"]
+
+    def keep(fd: int) -> int:
+        stack.callback(os.close, fd)
+        return fd
+
+    serial = serial_log = None
+    if hv["serial_console"]:
+        serial = keep(_listening_socket(paths["serial_sock"]))
+        serial_log = keep(
+            os.open(paths["serial_log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        )
+    disks = []
+    for i, (disk, path) in enumerate(zip(spec.get("disks", []), disk_paths, strict=True)):
+        modes = (os.O_RDONLY,) if disk.get("mode", "rw") == "ro" else (os.O_RDWR, os.O_RDONLY)
+        disks.append(tuple(keep(_open(f"disk_paths[{i}]", path, mode)) for mode in modes))
+    kernel = initrd = None
+    if hv["kernel_path"]:
+        kernel = keep(_sealed_copy("spec.hvparams.kernel_path", hv["kernel_path"]))
+    if hv["kernel_path"] and hv["initrd_path"]:
+        initrd = keep(_sealed_copy("spec.hvparams.initrd_path", hv["initrd_path"]))
+    qmp = keep(_listening_socket(paths["qmp"]))
+    return QemuFds(qmp, serial, serial_log, tuple(disks), kernel, initrd)
+
+
+def _open(field: str, path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValidationError(field, path, f"a file or device this node can open ({exc})") from exc
+
+
+def _listening_socket(path: str) -> int:
+    """A Unix socket qemu serves on; made by root, so qemu needs no writable directory."""
+    Path(path).unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+def _sealed_copy(field: str, path: str) -> int:
+    """An in-memory, sealed copy of a root-readable file (kernel, initrd).
+
+    qemu opens it as ``/proc/self/fd/N``; reopening that way checks the permissions of
+    the file behind it, which an unprivileged qemu lacks for e.g. a 0600 kernel, while a
+    memfd is open to its holder and the seals keep it from being changed.
+    """
+    source = _open(field, path, os.O_RDONLY)
+    memfd = os.memfd_create(os.path.basename(path), os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(source, "rb") as src, open(memfd, "wb", closefd=False) as dst:
+            shutil.copyfileobj(src, dst)
+        seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(memfd)
+        raise
+    return memfd
+
+
+def _spawn(argv: list[str], fds: QemuFds, user: QemuUser, log_path: str) -> subprocess.Popen[bytes]:
+    """qemu as the qemu user in a session of its own, its stdio on the log."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=fds.all(),
+            user=user.uid,
+            group=user.gid,
+            extra_groups=list(user.groups),
+            umask=0o077,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise NodeError(f"cannot start qemu: {exc}", command=argv[:1]) from exc
+    finally:
+        os.close(log)
+
+
+def _tail(path: str, limit: int = 1000) -> str:
+    try:
+        return Path(path).read_text(errors="replace").strip()[-limit:]
+    except OSError:
+        return ""
+
+
+def _read_password(path: str) -> str:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValidationError(
+            "spec.hvparams.vnc_password_file", path, f"a readable file with a password ({exc})"
+        ) from exc
+    password = lines[0].strip() if lines else ""
+    if not password:
+        raise ValidationError(
+            "spec.hvparams.vnc_password_file", path, "a file whose first line is the password"
+        )
+    return password
+
+
+@contextlib.contextmanager
+def _tls_dir(tls: MigrationTLS, endpoint: str, user: QemuUser) -> Iterator[str]:
+    """qemu's x509 files (``ca-cert.pem``, ``<endpoint>-cert.pem`` and ``-key.pem``) for
+    as long as the block runs: qemu loads them when it creates the TLS object, so they
+    need not outlive that, and only the qemu user can read them meanwhile."""
+    QEMU_RUN_DIR.mkdir(mode=0o711, exist_ok=True)
+    os.chmod(QEMU_RUN_DIR, 0o711)
+    path = Path(tempfile.mkdtemp(prefix="tls-", dir=QEMU_RUN_DIR))
+    try:
+        files = {
+            "ca-cert.pem": tls.ca_pem,
+            f"{endpoint}-cert.pem": tls.cert_pem,
+            f"{endpoint}-key.pem": tls.key_pem,
+        }
+        for fname, data in files.items():
+            fd = os.open(path / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as handle:
+                os.fchown(fd, user.uid, user.gid)
+                handle.write(data)
+        os.chown(path, user.uid, user.gid)
+        os.chmod(path, 0o500)
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _client_credentials(qmp: QMPClient, tls: MigrationTLS) -> None:
+    """(Re)create the source's TLS object for this migration; a retry replaces the last."""
+    with contextlib.suppress(QMPError):
+        qmp.execute("object-del", {"id": TLS_ID})
+    with _tls_dir(tls, "client", qemu_user()) as creds:
+        _check_option_value("creds_dir", creds)
+        qmp.execute(
+            "object-add",
+            {
+                "qom-type": "tls-creds-x509",
+                "id": TLS_ID,
+                "dir": creds,
+                "endpoint": "client",
+                "verify-peer": True,
+            },
+        )

@@ -356,3 +356,32 @@ class DrbdStorage(StorageBackend):
             )
         self.drbdadm(res, "down", res.name)
         return True
+
+
+def list_drbd(
+    runner: Runner = run_command, conf_dir: Path = CONF_DIR, proc_drbd: Path = PROC_DRBD
+) -> list[dict[str, Any]]:
+    """Herd's resource files and the kernel's configured devices, for ``cluster.verify``.
+
+    Read-only: unlike ``version`` it never loads the module, and without it there are no
+    devices.  DRBD 8.4 names no resources in /proc/drbd, so its devices are minors only.
+    """
+    found: list[dict[str, Any]] = [
+        {"resource": path.stem, "minor": None, "source": "file", "path": str(path)}
+        for path in sorted(conf_dir.glob("herd-*.res"))
+    ]
+    if not proc_drbd.exists():
+        return found
+    text = proc_drbd.read_text()
+    devices: list[tuple[str | None, DrbdStatus]]
+    if kernel_version(text)[0] == 8:
+        devices = [(None, state) for state in parse_proc_drbd(text).values()]
+    else:
+        status = runner(["drbdsetup", "status", "--json"]).stdout
+        devices = list(parse_status_json(status).items())
+    found += [
+        {"resource": name, "minor": state.minor, "source": "kernel"}
+        for name, state in devices
+        if state.configured
+    ]
+    return found

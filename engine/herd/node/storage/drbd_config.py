@@ -139,9 +139,9 @@ class DrbdResource:
             data_lv=lvm_name(f"{FIELD}.data_lv", params.get("data_lv", f"{name}.data")),
             meta_lv=lvm_name(f"{FIELD}.meta_lv", params.get("meta_lv", f"{name}.meta")),
             protocol=protocol,
-            resync_rate=None if rate is None else _value(f"{FIELD}.resync_rate", rate),
-            net_options=_options("net_options", params.get("net_options", {})),
-            disk_options=_options("disk_options", params.get("disk_options", {})),
+            resync_rate=None if rate is None else option_value(f"{FIELD}.resync_rate", rate),
+            net_options=drbd_options(f"{FIELD}.net_options", params.get("net_options", {})),
+            disk_options=drbd_options(f"{FIELD}.disk_options", params.get("disk_options", {})),
         )
 
 
@@ -218,7 +218,8 @@ def _address(field_name: str, value: Any) -> str:
         raise ValidationError(field_name, value, "an IPv4 or IPv6 address") from exc
 
 
-def _value(field_name: str, value: Any) -> str:
+def option_value(field_name: str, value: Any) -> str:
+    """One DRBD option value; public so the master checks diskparams by the same rule."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = str(value) if isinstance(value, int) else value
@@ -227,14 +228,15 @@ def _value(field_name: str, value: Any) -> str:
     return text
 
 
-def _options(key: str, options: Any) -> dict[str, str]:
+def drbd_options(field_name: str, options: Any) -> dict[str, str]:
+    """DRBD ``net``/``disk`` options; public so the master checks diskparams by this rule."""
     if not isinstance(options, dict):
-        raise ValidationError(f"{FIELD}.{key}", options, "an object of DRBD options")
+        raise ValidationError(field_name, options, "an object of DRBD options")
     checked = {}
     for name, value in options.items():
         if not _OPTION_NAME.fullmatch(name) or name in _RESERVED:
             raise ValidationError(
-                f"{FIELD}.{key}", name, f"a DRBD option name other than {sorted(_RESERVED)}"
+                field_name, name, f"a DRBD option name other than {sorted(_RESERVED)}"
             )
-        checked[name] = _value(f"{FIELD}.{key}.{name}", value)
+        checked[name] = option_value(f"{field_name}.{name}", value)
     return checked

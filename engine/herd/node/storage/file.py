@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -25,12 +26,15 @@ from typing import Any
 
 from herd.errors import ConflictError, NodeError, NotFoundError, ValidationError
 from herd.node.actions.files import _fsync_dir
+from herd.node.actions.registry import NodeContext
 from herd.node.storage.base import DiskSpec, StorageBackend, register_backend
 
 MIB = 1024 * 1024
 STORAGE_DIR = "file-storage"
 DIR_MODE = 0o750
 IMAGE_MODE = 0o600
+#: ``disk<index>-<disk uuid>.img``, the name ``path_of`` gives an image.
+IMAGE_NAME = re.compile(r"disk(?P<index>\d+)-(?P<uuid>.+)\.img")
 
 
 @register_backend
@@ -179,6 +183,28 @@ class FileStorage(StorageBackend):
                     size_mib=size_mib,
                 ) from exc
             raise
+
+
+def list_images(ctx: NodeContext) -> dict[str, Any]:
+    """Every file in this node's storage dir, for ``cluster.verify`` to compare with the
+    config: images (``disk_uuid`` parsed from the name) and anything else, such as the
+    temporary file of a create that died, since nothing but Herd writes there."""
+    base = FileStorage(ctx).storage_dir
+    files = []
+    for path in sorted(base.rglob("*")) if base.is_dir() else []:
+        if path.is_dir():
+            continue
+        rel = path.relative_to(base)
+        match = IMAGE_NAME.fullmatch(path.name)
+        files.append(
+            {
+                "path": str(rel),
+                "instance_uuid": rel.parts[0] if len(rel.parts) > 1 else None,
+                "disk_uuid": match["uuid"] if match else None,
+                "size_mib": path.stat().st_size // MIB,
+            }
+        )
+    return {"storage_dir": str(base), "files": files}
 
 
 def _preallocate(disk: DiskSpec) -> bool:

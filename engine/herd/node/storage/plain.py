@@ -155,6 +155,27 @@ class LVM:
                 return Volume(vg, lv, int(row["lv_size"]), row.get("lv_attr", ""))
         return None
 
+    def volumes(self, vg: str) -> list[Volume]:
+        """Every volume of ``vg``; a missing VG, or no LVM on this node, holds none."""
+        try:
+            result = self._lvm(
+                "lvs", "--reportformat", "json", "--units", "b", "--nosuffix",
+                "-o", "vg_name,lv_name,lv_size,lv_attr", vg,
+                check=False,
+            )  # fmt: skip
+        except NodeError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return []
+            raise
+        if result.returncode != 0:
+            if "not found" in result.stderr:
+                return []
+            raise command_error(result)
+        return [
+            Volume(vg, row["lv_name"], int(row["lv_size"]), row.get("lv_attr", ""))
+            for row in report_rows(result.stdout, "lv")
+        ]
+
     def create(self, vg: str, lv: str, size_mib: int) -> bool:
         """Create ``vg/lv``; an existing one of this size is success, another size a conflict."""
         existing = self.volume(vg, lv)
@@ -288,3 +309,20 @@ class PlainStorage(StorageBackend):
 
     def space(self) -> dict[str, int]:
         return self.lvm.space(self.default_vg)
+
+
+#: The names Herd gives LVs: plain ``<disk uuid>.disk<N>``; drbd ``<disk uuid>.disk<N>_data``
+#: and ``_meta`` (assigned by the master) or ``herd-<disk uuid>.data``/``.meta`` (the
+#: node's default).  Other volumes in the group are not Herd's to report.
+HERD_LV = re.compile(r"[0-9a-f-]{36}\.disk\d+(?:_data|_meta)?|herd-[0-9a-f-]{36}\.(?:data|meta)")
+
+
+def list_volumes(vgs: list[str], runner: Runner = run_command) -> list[dict[str, Any]]:
+    """Herd-named LVs in ``vgs``, for ``cluster.verify`` to compare with the config."""
+    lvm = LVM(runner)
+    return [
+        {"vg": v.vg, "lv": v.lv, "size_mib": v.size_bytes // MIB}
+        for vg in vgs
+        for v in lvm.volumes(lvm_name("vgs", vg))
+        if HERD_LV.fullmatch(v.lv)
+    ]

@@ -39,6 +39,8 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: ``-h`` must answer quickly; a tool that hangs on it would hang every transfer start.
 TOOL_CHECK_TIMEOUT = 10.0
 PIPE_CHUNK = 256 * 1024
+#: How much of a tool's stderr ends up in its error message; the rest is read and dropped.
+STDERR_TAIL = 4 * 1024
 
 Sink = Callable[[bytes], None]
 Source = Callable[[], bytes]
@@ -272,6 +274,9 @@ class _Tool:
     The tool reads and writes concurrently, so one side of it must be served from a thread
     or both pipes could fill and deadlock.  A failure in the thread is kept and re-raised
     in the caller's thread, and the tool is killed so the caller's side unblocks.
+    stderr is drained all the time by a thread of its own: a tool that logs more than a
+    pipe holds would otherwise block on it and stall the whole stream.  Only its last
+    ``STDERR_TAIL`` bytes are kept, for the error message.
     """
 
     def __init__(self, tool: str, args: list[str]) -> None:
@@ -281,6 +286,19 @@ class _Tool:
         )
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._stderr = bytearray()
+        self._drain = threading.Thread(
+            target=self._drain_stderr, name=f"codec-{self.name}-stderr", daemon=True
+        )
+        self._drain.start()
+
+    def _drain_stderr(self) -> None:
+        stderr = self.proc.stderr
+        assert stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := stderr.read1(PIPE_CHUNK):  # type: ignore[attr-defined]
+                self._stderr += chunk
+                del self._stderr[:-STDERR_TAIL]
 
     def run_thread(self, target: Callable[[], None]) -> None:
         def guarded() -> None:
@@ -297,19 +315,22 @@ class _Tool:
         """Wait for the tool and the thread; raise what went wrong in either."""
         if self._thread is not None:
             self._thread.join()
-        stderr = self.proc.stderr.read() if self.proc.stderr else b""
         code = self.proc.wait()
+        self._drain.join()
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None and not pipe.closed:
                 pipe.close()
-        if self.error is not None:
+        # A tool that exits early breaks the pipe we feed it: its exit and its own words
+        # are the cause worth reporting, not the BrokenPipeError.
+        tool_quit = code != 0 and isinstance(self.error, BrokenPipeError)
+        if self.error is not None and not tool_quit:
             if isinstance(self.error, Exception):
                 raise self.error
             raise TransferError(f"compression tool {self.name} thread died: {self.error!r}")
         if code != 0:
             raise TransferError(
                 f"compression tool {self.name} exited with {code}: "
-                f"{stderr.decode(errors='replace').strip()[-300:]}",
+                f"{self._stderr.decode(errors='replace').strip()}",
                 tool=self.name,
                 exit_code=code,
             )
@@ -317,8 +338,9 @@ class _Tool:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._drain):
+            if thread is not None:
+                thread.join(timeout=5)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None and not pipe.closed:
                 with contextlib.suppress(OSError):

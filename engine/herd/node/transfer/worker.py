@@ -36,6 +36,7 @@ from typing import Any
 
 from herd.crypto.tls import client_context, server_context
 from herd.errors import ConflictError, NotFoundError, TransferError
+from herd.node import proc
 from herd.node.transfer import net
 from herd.node.transfer.codecs import get_codec
 from herd.node.transfer.progress import Progress
@@ -47,6 +48,7 @@ MIB = 1024 * 1024
 LISTEN_FD = 3
 LOCK_FD = 4
 TERM_GRACE = 5.0
+WORKER_MODULE = "herd.node.transfer.worker"
 
 
 def transfer_dir(root: Path, transfer_id: str, role: str) -> Path:
@@ -127,7 +129,7 @@ def start(
         ]
         if listen is not None:
             actions.append((os.POSIX_SPAWN_DUP2, listen, LISTEN_FD))
-        argv = [sys.executable, "-m", "herd.node.transfer.worker", str(directory)]
+        argv = [sys.executable, "-m", WORKER_MODULE, str(directory)]
         pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
     finally:
         for fd in (lock, log, listen):
@@ -182,6 +184,42 @@ def status(directory: Path) -> dict[str, Any]:
             ).to_dict(),
         }
     return published
+
+
+def list_ends(root: Path) -> list[dict[str, Any]]:
+    """Every transfer end on this node, for ``cluster.verify``: each directory under
+    ``<root>/transfers`` (its published state, whether its worker runs) and every worker
+    process whose directory is gone.  ``state`` None means the end never published one."""
+    workers = {
+        Path(argv[-1]): pid
+        for pid, argv in proc.own_processes()
+        if proc.python_module(argv) == WORKER_MODULE
+    }
+    base = root / "transfers"
+    ends = []
+    for tdir in sorted(base.iterdir()) if base.is_dir() else []:
+        for directory in sorted(d for d in tdir.iterdir() if d.is_dir()) or [tdir]:
+            request = read_json(directory / "request.json") or {}
+            published = read_json(directory / "status.json") or {}
+            running = alive(directory)
+            ends.append(
+                {
+                    "transfer_id": tdir.name,
+                    "role": None if directory == tdir else directory.name,
+                    "path": str(directory),
+                    "state": published.get("state"),
+                    "alive": running,
+                    "pid": workers.pop(directory, None) if running else None,
+                    "port": request.get("port"),
+                }
+            )
+    ends += [
+        {"transfer_id": d.parent.name, "role": d.name, "path": str(d), "state": None,
+         "alive": True, "pid": pid, "port": None}
+        for d, pid in sorted(workers.items())
+        if str(d).startswith(f"{base}/")
+    ]  # fmt: skip
+    return ends
 
 
 def _log_tail(directory: Path) -> str:

@@ -65,6 +65,37 @@ def test_start_assembles_the_spec_disks_itself(ctx: NodeContext) -> None:
             {"hypervisor": "fake", "name": "a", "target_ip": "10.0.0.1", "port": 70000},
             "port",
         ),
+        (
+            "instance_migration_accept",
+            {"spec": instance_spec(), "bind_ip": "0.0.0.0"},
+            "bind_ip",
+        ),
+        ("instance_migration_accept", {"spec": instance_spec(), "bind_ip": "::"}, "bind_ip"),
+        (
+            "instance_migrate",
+            {
+                "hypervisor": "fake",
+                "name": "a",
+                "target_ip": "10.0.0.1",
+                "port": 1,
+                "migration_id": "migr-1",
+            },
+            "cert_pem",
+        ),
+        (
+            "instance_migrate",
+            {
+                "hypervisor": "fake",
+                "name": "a",
+                "target_ip": "10.0.0.1",
+                "port": 1,
+                "migration_id": "../x",
+                "cert_pem": "x",
+                "key_pem": "x",
+                "ca_pem": "x",
+            },
+            "migration_id",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -129,7 +160,7 @@ def test_lab_live_migration_between_nodes(lab_cluster: herdlab.Lab, lab_client: 
     names = {"hypervisor": "fake", "name": "labvm2"}
     src_pid = on(source)("instance_start", {"spec": spec})["pid"]
     try:
-        port = on(target)("instance_migration_accept", {"spec": spec})["port"]
+        port = on(target)("instance_migration_accept", {"spec": spec, "bind_ip": target.ip})["port"]
         sent = on(source)(
             "instance_migrate", {**names, "target_ip": target.ip, "port": port, "live": True}
         )

@@ -23,7 +23,7 @@ from herd.errors import (
     ValidationError,
 )
 from herd.node.actions.registry import NodeContext
-from herd.node.hv.fake import FakeHypervisor
+from herd.node.hv.fake import FakeHypervisor, list_processes
 from herd.node.storage.base import DiskSpec
 from herd.node.storage.file import FileStorage
 from tests.engine.node.helpers import instance_spec
@@ -222,3 +222,12 @@ def test_failed_migration_leaves_the_source_running(
     assert source.migration_finish("web1", success=False)["changed"] is False
     heartbeat = source.info("web1")["heartbeat"]
     eventually(lambda: source.info("web1")["heartbeat"] > heartbeat)
+
+
+def test_list_processes_finds_guests_even_without_their_state_file(hv: FakeHypervisor) -> None:
+    spec = instance_spec()
+    pid = hv.start(spec, disks_for(hv.ctx, spec))["pid"]
+    (hv.state_dir / "web1.json").unlink()
+    assert {"hypervisor": "fake", "name": "web1", "pid": pid} in list_processes(hv.ctx)
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: all(p["pid"] != pid for p in list_processes(hv.ctx)))

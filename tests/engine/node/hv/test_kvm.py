@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,21 +25,27 @@ import herdlab
 import paramiko
 import pytest
 
-from herd.errors import ConflictError, PrerequisiteError, ValidationError
+from herd.crypto.ca import ClusterCA
+from herd.errors import ConflictError, NodeError, PrerequisiteError, ValidationError
 from herd.node.actions.registry import NodeContext
-from herd.node.hv.base import check_spec, hypervisor_for
-from herd.node.hv.kvm import KvmHypervisor, build_command
+from herd.node.hv.base import MigrationTLS, check_spec, hypervisor_for
+from herd.node.hv.kvm import (
+    QEMU_USER,
+    SANDBOX,
+    KvmHypervisor,
+    QemuFds,
+    build_command,
+    list_processes,
+    tls_objects,
+)
+from herd.node.hv.qmp import QMPClient
 from herd.rpc.client import NodeClient
 from herd.rpc.ssh import NodeAddress, SSHPool
 
 REPO = Path(__file__).resolve().parents[4]
+CA = ClusterCA.create("kvmtest")
 UP = "HERD-GUEST-UP"
-PATHS = {
-    "pid": "/s/pid",
-    "qmp": "/s/qmp.sock",
-    "serial_sock": "/s/serial.sock",
-    "serial_log": "/s/serial.log",
-}
+INSTANCE_DIR = "/s/vm1"
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"
 )
@@ -69,8 +77,19 @@ def kvm_spec(name: str = "vm1", disks: int = 0, nics: int = 0, **hvparams: Any) 
     }
 
 
+def fds_for(spec: dict[str, Any]) -> QemuFds:
+    """Made-up descriptor numbers: qmp 10, serial 11 and 12, disk i 20+2i (rw) 21+2i (ro)."""
+    disks = tuple(
+        (21 + 2 * i,) if d.get("mode") == "ro" else (20 + 2 * i, 21 + 2 * i)
+        for i, d in enumerate(spec["disks"])
+    )
+    return QemuFds(qmp=10, serial=11, serial_log=12, disks=disks, kernel=30, initrd=31)
+
+
 def command(spec: dict[str, Any], disk_paths: list[str] | None = None) -> list[str]:
-    return build_command(check_spec(spec, KvmHypervisor), disk_paths or [], PATHS)
+    return build_command(
+        check_spec(spec, KvmHypervisor), disk_paths or [], fds_for(spec), INSTANCE_DIR
+    )
 
 
 def option(argv: list[str], flag: str) -> list[str]:
@@ -97,18 +116,26 @@ def test_command_line_for_a_direct_kernel_boot() -> None:
     assert option(argv, "-accel") == ["tcg"]
     assert option(argv, "-cpu") == ["max"]
     assert option(argv, "-m") == ["96"]
-    assert option(argv, "-kernel") == ["/k/vmlinuz"]
-    assert option(argv, "-initrd") == ["/k/initrd"]
+    # qemu gets descriptors, never paths: the kernel as a sealed copy, disks as fd sets.
+    assert option(argv, "-kernel") == ["/proc/self/fd/30"]
+    assert option(argv, "-initrd") == ["/proc/self/fd/31"]
     assert option(argv, "-append") == ["ro console=ttyS0"]
+    assert option(argv, "-add-fd") == [
+        "fd=12,set=0",
+        "fd=20,set=1",
+        "fd=21,set=1",
+        "fd=23,set=2",
+    ]
     assert option(argv, "-drive") == [
-        "file=/d/a.img,format=raw,if=virtio,index=0,cache=none",
-        "file=/d/b.img,format=raw,if=virtio,index=1,readonly=on,cache=none",
+        "file=/dev/fdset/1,format=raw,if=virtio,index=0,cache=none",
+        "file=/dev/fdset/2,format=raw,if=virtio,index=1,readonly=on,cache=none",
     ]
     assert option(argv, "-nic") == ["none"]
-    assert option(argv, "-pidfile") == ["/s/pid"]
-    assert "-daemonize" in argv
-    assert "path=/s/qmp.sock" in option(argv, "-chardev")[0]
-    assert "logfile=/s/serial.log" in option(argv, "-chardev")[1]
+    assert option(argv, "-chardev")[0] == "socket,id=qmp,fd=10,server=on,wait=off"
+    assert option(argv, "-chardev")[1] == (
+        "socket,id=serial0,fd=11,server=on,wait=off,logfile=/dev/fdset/0,logappend=on"
+    )
+    assert not any(p in " ".join(argv) for p in ("/k/", "/d/", "qmp.sock", "serial.log"))
     assert option(argv, "-uuid") == [spec["uuid"]]
     assert "-boot" not in argv and "-no-acpi" not in argv and "-vnc" not in argv
 
@@ -134,7 +161,7 @@ def test_command_line_options_follow_hvparams() -> None:
     assert option(argv, "-cpu") == ["host"]
     assert option(argv, "-machine") == ["q35"]
     assert option(argv, "-boot") == ["n"]
-    assert option(argv, "-vnc") == ["127.0.0.1:0,to=99"]
+    assert option(argv, "-vnc") == ["127.0.0.1:0,to=99"]  # loopback: no password needed
     assert "-no-acpi" in argv and "-no-reboot" in argv
     assert not any("serial0" in c for c in option(argv, "-chardev"))
 
@@ -181,14 +208,61 @@ def test_unsupported_nic_and_disk_settings_are_refused_by_name() -> None:
         command(routed)
     assert nic.value.details["field"] == "spec.nics[0].mode"
     assert "kvm" in nic.value.details["allowed"]
-    with pytest.raises(ValidationError) as comma:
-        command(kvm_spec(disks=1), ["/d/a.img,format=qcow2"])
-    assert comma.value.details["field"] == "disk_paths[0]"
     weird = kvm_spec(disks=1)
     weird["disks"][0]["mode"] = "wo"
     with pytest.raises(ValidationError) as mode:
         command(weird, ["/d/a.img"])
     assert mode.value.details["field"] == "spec.disks[0].mode"
+
+
+def test_qemu_is_sandboxed_and_cannot_daemonize_or_change_user() -> None:
+    """herd starts qemu as the qemu user; qemu itself may not fork, exec or setuid."""
+    argv = command(kvm_spec())
+    assert option(argv, "-sandbox") == [SANDBOX]
+    for denied in ("obsolete", "elevateprivileges", "spawn", "resourcecontrol"):
+        assert f"{denied}=deny" in SANDBOX
+    assert not {"-daemonize", "-runas", "-pidfile"} & set(argv)
+    # The instance directory marks the process for the node inventory, nothing more.
+    assert option(argv, "-L") == [INSTANCE_DIR]
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "10.0.0.5", "localhost"])
+def test_network_vnc_without_a_password_is_refused_at_submit(address: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        KvmHypervisor.fill_hvparams({"vnc_bind_address": address})
+    assert refused.value.details["field"] == "hvparams.vnc_bind_address"
+    assert refused.value.details["value"] == address
+
+
+def test_vnc_on_loopback_or_with_a_password() -> None:
+    assert option(command(kvm_spec(vnc_bind_address="::1")), "-vnc") == ["[::1]:0,to=99"]
+    protected = kvm_spec(vnc_bind_address="0.0.0.0", vnc_password_file="/etc/herd/vnc.pw")
+    assert option(command(protected), "-vnc") == ["0.0.0.0:0,to=99,password=on"]
+    with pytest.raises(ValidationError) as relative:
+        KvmHypervisor.fill_hvparams({"vnc_password_file": "vnc.pw"})
+    assert relative.value.details["field"] == "hvparams.vnc_password_file"
+
+
+def test_migration_tls_objects_admit_only_this_migration() -> None:
+    tls = MigrationTLS("migr-0123", "CERT", "KEY", "CA")
+    server = tls_objects(tls, "/run/herd-qemu/tls-x", "server")
+    assert option(server, "-object") == [
+        "tls-creds-x509,id=migration-tls,dir=/run/herd-qemu/tls-x,endpoint=server,verify-peer=on",
+        "authz-simple,id=migration-authz,identity=CN=migr-0123",
+    ]
+    assert option(tls_objects(tls, "/run/herd-qemu/tls-y", "client"), "-object") == [
+        "tls-creds-x509,id=migration-tls,dir=/run/herd-qemu/tls-y,endpoint=client,verify-peer=on"
+    ]
+
+
+def test_kvm_refuses_to_migrate_in_clear_text(tmp_path: Path) -> None:
+    hv = KvmHypervisor(NodeContext(tmp_path))
+    with pytest.raises(ValidationError) as accept:
+        hv.migration_accept(kvm_spec(), [], "127.0.0.1", None)
+    assert accept.value.details["field"] == "migration_id"
+    with pytest.raises(ValidationError) as send:
+        hv.migrate("vm1", "127.0.0.1", 1234, live=True, tls=None)
+    assert send.value.details["field"] == "migration_id"
 
 
 def test_start_refuses_missing_disks_and_overlong_socket_paths(tmp_path: Path) -> None:
@@ -324,6 +398,30 @@ def test_tiny_guest_boots_stops_cleanly_and_by_force(
 
 @pytest.mark.lab
 @needs_qemu
+def test_qemu_runs_unprivileged_sandboxed_with_a_vnc_password(short_root: Path) -> None:
+    hv = KvmHypervisor(NodeContext(short_root))
+    password = short_root / "vnc.pw"
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
+    disk = short_root / "d0.img"
+    disk.write_bytes(b"\0" * 4 * 1024 * 1024)
+    disk.chmod(0o600)  # root's alone: qemu gets a descriptor, not the path
+    spec = kvm_spec("vnc1", disks=1, vnc_bind_address="0.0.0.0", vnc_password_file=str(password))
+    pid = hv.start(spec, [str(disk)])["pid"]
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert uid_of(pid) == pwd.getpwnam(QEMU_USER).pw_uid
+    assert "\nSeccomp:\t2\n" in status
+    assert (hv.state_dir / "vnc1").stat().st_mode & 0o777 == 0o700
+    with QMPClient(str(hv.state_dir / "vnc1" / "qmp.sock")) as qmp:
+        vnc = qmp.execute("query-vnc")
+        block = qmp.execute("query-block")
+    assert (vnc["host"], vnc["auth"]) == ("0.0.0.0", "vnc")
+    assert block[0]["inserted"]["ro"] is False
+    assert hv.stop("vnc1", 0.0, force=True)["method"] == "kill"
+
+
+@pytest.mark.lab
+@needs_qemu
 def test_soft_reboot_restarts_the_guest_after_a_clean_shutdown(
     tiny_guest: dict[str, str], short_root: Path
 ) -> None:
@@ -348,11 +446,12 @@ def test_non_live_migration_pauses_the_guest_and_resumes_it_on_the_target(
     spec = guest_spec(tiny_guest, "vm3")
     started = source.start(spec, [])
     wait_for(short_root / "a" / "hv" / "kvm" / "vm3" / "serial.log", UP)
-    port = target.migration_accept(spec, [])["port"]
-    assert target.migration_accept(spec, []) == {"changed": False, "port": port}
-    sent = source.migrate("vm3", "127.0.0.1", port, live=False)
+    tls = migration_tls()
+    port = target.migration_accept(spec, [], "127.0.0.1", tls)["port"]
+    assert target.migration_accept(spec, [], "127.0.0.1", tls) == {"changed": False, "port": port}
+    sent = source.migrate("vm3", "127.0.0.1", port, live=False, tls=tls)
     assert sent["live"] is False
-    assert source.migrate("vm3", "127.0.0.1", port, live=False)["changed"] is False
+    assert source.migrate("vm3", "127.0.0.1", port, live=False, tls=tls)["changed"] is False
     # The source copy stays paused until the target confirms; the target waits paused too.
     assert source.info("vm3")["qemu_status"] == "postmigrate"  # type: ignore[index]
     assert target.info("vm3")["qemu_status"] == "paused"  # type: ignore[index]
@@ -360,6 +459,46 @@ def test_non_live_migration_pauses_the_guest_and_resumes_it_on_the_target(
     assert source.migration_finish("vm3", True)["role"] == "source"
     assert gone(started["pid"]) and source.info("vm3") is None
     assert target.info("vm3")["qemu_status"] == "running"  # type: ignore[index]
+
+
+def migration_tls(migration_id: str = "migr-test") -> MigrationTLS:
+    """Credentials as the master issues them: a throw-away certificate for one migration."""
+    pair = CA.issue_transfer_cert(migration_id)
+    return MigrationTLS(
+        migration_id, pair.cert_pem.decode(), pair.key_pem.decode(), CA.cert_pem.decode()
+    )
+
+
+def tls_args(migration_id: str = "migr-lab") -> dict[str, str]:
+    tls = migration_tls(migration_id)
+    return {
+        "migration_id": tls.migration_id,
+        "cert_pem": tls.cert_pem,
+        "key_pem": tls.key_pem,
+        "ca_pem": tls.ca_pem,
+    }
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Uid:")[1].split()[0])
+
+
+def listeners(node: herdlab.LabNode, port: int) -> list[str]:
+    """Local addresses listening on ``port`` inside the node's namespace."""
+    out = node.exec("ss", "-ltnH", f"sport = :{port}").stdout
+    return [line.split()[3] for line in out.splitlines() if line.strip()]
+
+
+def plain_tcp_reply(ip: str, port: int) -> bytes:
+    """What a clear-text client that sends a migration stream's header gets back."""
+    with socket.create_connection((ip, port), timeout=30) as sock:
+        sock.sendall(b"QEVM\0\0\0\3" + b"\0" * 64)
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def address(node: herdlab.LabNode) -> NodeAddress:
@@ -382,12 +521,29 @@ def test_live_migration_between_lab_nodes(
         try:
             started = client.call(src, "instance_start", {"spec": spec})
             wait_for(src_log, UP)
-            port = client.call(dst, "instance_migration_accept", {"spec": spec})["port"]
+            assert uid_of(started["pid"]) == pwd.getpwnam(QEMU_USER).pw_uid
+            tls = tls_args()
+            accept = {"spec": spec, "bind_ip": target.ip, **tls}
+            port = client.call(dst, "instance_migration_accept", accept)["port"]
             incoming = client.call(dst, "instance_info", call_args)["instance"]
             assert (incoming["state"], incoming["qemu_status"]) == ("incoming", "inmigrate")
+            assert uid_of(incoming["pid"]) == pwd.getpwnam(QEMU_USER).pw_uid
+            # Only the secondary (here: the one) address listens, and only TLS gets in:
+            # a clear-text stream gets no answer (at most a TLS alert) and changes nothing.
+            assert listeners(target, port) == [f"{target.ip}:{port}"]
+            reply = plain_tcp_reply(target.ip, port)
+            assert b"QEVM" not in reply and (not reply or reply[0] == 0x15)
+            still = client.call(dst, "instance_info", call_args)["instance"]
+            assert (still["state"], still["qemu_status"]) == ("incoming", "inmigrate")
+            # The credentials of another migration are refused.
+            stranger = {**call_args, "target_ip": target.ip, "port": port}
+            with pytest.raises(NodeError):
+                client.call(src, "instance_migrate", {**stranger, **tls_args("migr-other")})
 
             sent = client.call(
-                src, "instance_migrate", {**call_args, "target_ip": target.ip, "port": port}
+                src,
+                "instance_migrate",
+                {**call_args, "target_ip": target.ip, "port": port, **tls},
             )
             assert sent["live"] is True and sent["bytes"] > 0
             assert client.call(src, "instance_info", call_args)["instance"]["state"] == "migrated"
@@ -411,3 +567,21 @@ def test_live_migration_between_lab_nodes(
         finally:
             for node in (src, dst):
                 client.call(node, "instance_stop", {**call_args, "timeout": 0, "force": True})
+
+
+def test_list_processes_names_qemus_of_this_state_dir_only(tmp_path: Path) -> None:
+    ctx = NodeContext(tmp_path / "root")
+    mine = f"{KvmHypervisor(ctx).state_dir}/vm1/qmp.sock"
+    theirs = f"{tmp_path}/other/hv/kvm/vm2/qmp.sock"
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    children = [
+        subprocess.Popen([*sleep, "-name", f"{name},debug-threads=on", "-chardev", path])
+        for name, path in (("vm1", mine), ("vm2", theirs))
+    ]
+    try:
+        found = list_processes(ctx)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert found == [{"hypervisor": "kvm", "name": "vm1", "pid": children[0].pid}]

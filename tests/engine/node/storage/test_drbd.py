@@ -15,7 +15,7 @@ import pytest
 from herd.errors import PrerequisiteError
 from herd.node.actions.registry import NodeContext
 from herd.node.storage.base import DiskSpec, backend_for
-from herd.node.storage.drbd import DrbdStorage
+from herd.node.storage.drbd import DrbdStorage, list_drbd
 from herd.node.storage.drbd_config import render
 from tests.engine.node.storage.helpers import ScriptedRunner, data
 
@@ -191,3 +191,32 @@ def test_release_keeps_the_data_lv_and_drops_everything_else(
     node.state("")
     runner.script += [(("lvs",), EMPTY)]
     assert node.backend.release(disk()) is False
+
+
+def test_list_drbd_reports_herd_resource_files_and_configured_8_4_minors(tmp_path: Path) -> None:
+    conf = tmp_path / "drbd.d"
+    conf.mkdir()
+    for name in ("herd-d1.res", "other.res", ".herd-d2.res.new"):
+        (conf / name).write_text("")
+    proc = tmp_path / "proc_drbd"
+    assert list_drbd(ScriptedRunner(), conf, proc) == [
+        {"resource": "herd-d1", "minor": None, "source": "file", "path": str(conf / "herd-d1.res")}
+    ]
+    proc.write_text(data("proc_drbd_84.txt"))
+    kernel = [d for d in list_drbd(ScriptedRunner(), conf, proc) if d["source"] == "kernel"]
+    assert [d["minor"] for d in kernel] == [0, 1, 2, 3, 5]
+    assert {d["resource"] for d in kernel} == {None}
+
+
+def test_list_drbd_9_names_the_resources_up(tmp_path: Path) -> None:
+    proc = tmp_path / "proc_drbd"
+    proc.write_text("version: 9.2.4 (api:2/proto:86-122)\n")
+    runner = ScriptedRunner(
+        (("drbdsetup", "status", "--json"), (0, data("drbdsetup_status_9.json"), ""))
+    )
+    found = list_drbd(runner, tmp_path / "none", proc)
+    expected = {
+        r["name"]: r["devices"][0]["minor"] for r in json.loads(data("drbdsetup_status_9.json"))
+    }
+    assert {d["resource"]: d["minor"] for d in found} == expected
+    assert {d["source"] for d in found} == {"kernel"}

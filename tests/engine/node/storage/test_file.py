@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from herd.errors import ConflictError, NodeError, NotFoundError, ValidationError
 from herd.node.actions.registry import NodeContext
 from herd.node.storage.base import DiskSpec
-from herd.node.storage.file import MIB, FileStorage, data_extents
+from herd.node.storage.file import MIB, FileStorage, data_extents, list_images
 
 
 def disk(size_mib: int = 8, **params: object) -> DiskSpec:
@@ -171,3 +171,16 @@ def test_extents_rebuild_the_file(
             f.seek(offset)
             rebuilt[offset : offset + length] = f.read(length)
     assert hashlib.sha256(rebuilt).digest() == hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_list_images_reports_every_file_in_the_storage_dir(ctx: NodeContext) -> None:
+    store = FileStorage(ctx)
+    assert list_images(ctx) == {"storage_dir": str(store.storage_dir), "files": []}
+    store.create(DiskSpec(uuid="d1", index=0, template="file", size_mib=2, instance_uuid="i1"))
+    leftover = store.storage_dir / "i1" / ".disk1-d2.img.new-0a1b2c3d"
+    leftover.write_bytes(b"")
+    assert list_images(ctx)["files"] == [
+        {"path": "i1/.disk1-d2.img.new-0a1b2c3d", "instance_uuid": "i1", "disk_uuid": None,
+         "size_mib": 0},
+        {"path": "i1/disk0-d1.img", "instance_uuid": "i1", "disk_uuid": "d1", "size_mib": 2},
+    ]  # fmt: skip

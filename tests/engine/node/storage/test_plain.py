@@ -19,7 +19,7 @@ import pytest
 from herd.errors import ConflictError, NodeError, NotFoundError, ValidationError
 from herd.node.actions.registry import NodeContext
 from herd.node.storage.base import DiskSpec, backend_for
-from herd.node.storage.plain import LVM_ENV, PlainStorage, run_command
+from herd.node.storage.plain import LVM_ENV, PlainStorage, list_volumes, run_command
 from tests.engine.node.storage.helpers import ScriptedRunner, data
 
 OK = (0, "", "")
@@ -185,3 +185,36 @@ def test_real_space_and_info_on_a_loop_volume_group(ctx: NodeContext, loop_vg: s
     }  # fmt: skip
     with pytest.raises(NotFoundError, match="volume group nosuchvg"):
         plain.info(disk(vg="nosuchvg"))
+
+
+UUID = "0b7e5a52-4a44-4b1c-9a0e-0c3f3b9d2a11"
+
+
+def lvs_report(*names: str) -> tuple[int, str, str]:
+    rows = ", ".join(
+        f'{{"vg_name":"herd", "lv_name":"{n}", "lv_size":"8388608", "lv_attr":"-wi-a-----"}}'
+        for n in names
+    )
+    return 0, f'{{"report": [{{"lv": [{rows}]}}]}}', ""
+
+
+def test_list_volumes_keeps_only_herd_named_lvs_of_each_vg() -> None:
+    herd_names = [f"{UUID}.disk0", f"{UUID}.disk1_data", f"{UUID}.disk1_meta", f"herd-{UUID}.data"]
+    runner = ScriptedRunner(
+        (LVS, lvs_report("root", "swap", *herd_names)),
+        (LVS, (5, "", '  Volume group "other" not found\n')),
+    )
+    found = list_volumes(["herd", "other"], runner)
+    assert found == [{"vg": "herd", "lv": name, "size_mib": 8} for name in herd_names]
+    assert runner.calls[0][-1] == "herd" and "--select" not in runner.calls[0]
+
+
+def test_list_volumes_on_a_node_without_lvm_is_empty_and_other_failures_raise() -> None:
+    def missing(argv: object, **kwargs: object) -> object:
+        return run_command(["/nonexistent/lvs"])
+
+    assert list_volumes(["herd"], missing) == []
+    with pytest.raises(NodeError, match="exit code 3"):
+        list_volumes(["herd"], ScriptedRunner((LVS, (3, "", "device-mapper: broken"))))
+    with pytest.raises(ValidationError):
+        list_volumes(["bad vg"], ScriptedRunner())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from herd.errors import TransferError, ValidationError
-from herd.node.transfer.codecs import BUILTIN_NAMES, TOOL_DIR_ENV, get_codec
+from herd.node.transfer.codecs import BUILTIN_NAMES, STDERR_TAIL, TOOL_DIR_ENV, get_codec
 
 from .conftest import mixed
 
@@ -117,3 +120,47 @@ def test_truncated_library_stream_is_detected(name: str) -> None:
     with pytest.raises(TransferError):
         while dec.read():
             pass
+
+
+#: A tool that logs 2 MiB to stderr before it touches its data, in both directions.
+CHATTY_TOOL = GOOD_TOOL.replace(
+    'case "$1" in',
+    'head -c 2097152 /dev/zero | tr "\\\\0" x >&2\n[ "$1" = -d ] && [ -n "$FAIL" ] && {\n'
+    '  echo "last words" >&2; exit 7; }\ncase "$1" in',
+)
+
+
+def within(seconds: float, work: Callable[[], Any]) -> Any:
+    """Run ``work`` in a thread; a deadlock fails the test instead of hanging the run."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the pipeline deadlocked"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_tool_writing_megabytes_to_stderr_does_not_stall_the_stream(tool_dir: Path) -> None:
+    install(tool_dir, "chatty", CHATTY_TOOL)
+    data = mixed(3_000_000)
+    out, _ = within(120, lambda: round_trip("chatty", data))
+    assert out == data
+
+
+def test_stderr_tail_is_kept_for_the_error(tool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(tool_dir, "chatty", CHATTY_TOOL)
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(TransferError) as err:
+        within(120, lambda: round_trip("chatty", mixed(200_000)))
+    assert err.value.details["exit_code"] == 7
+    assert err.value.message.endswith("last words")
+    assert len(err.value.message) < STDERR_TAIL + 200

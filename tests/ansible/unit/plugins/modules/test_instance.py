@@ -101,7 +101,7 @@ def test_create_passes_declared_options_through_and_starts_only_for_running() ->
         "primary_node": "n1",
         "secondary_node": "n2",
         "opportunistic": True,
-        "iallocator": "/usr/lib/hail",
+        "iallocator": "hail",
         "memory": 256,
     }
     ops, diff = plan(None, params(state="running", **declared))
@@ -323,7 +323,7 @@ def test_drbd_move_swaps_the_secondary_and_other_secondaries_are_refused() -> No
 
 
 def test_options_that_only_matter_at_creation_are_not_compared_later() -> None:
-    given = params(install=False, iallocator="/usr/lib/hail", opportunistic=True)
+    given = params(install=False, iallocator="hail", opportunistic=True)
     assert plan(WEB1, given) == ([], {})
 
 

@@ -1,0 +1,206 @@
+"""The durable undo journal: steps stored before they are needed, replayed newest first
+by another process's context, each at least once, and finished by a restarted queue."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.config import SQLiteStore
+from herd.jobs import job as J
+from herd.jobs.db import JobDB
+from herd.jobs.job import Job, OpState
+from herd.jobs.journal import JobJournal
+from herd.jobs.queue import JobQueue
+from herd.jobs.runner import JobRunner
+from herd.locking import LockManager
+from herd.master.daemon import sync_locks
+from herd.ops.base import OpContext
+from herd.ops.undo import undo_handler
+from tests.engine.harness import add_nodes, poll
+
+#: What the test handlers did, in order: (kind, label).
+CALLS: list[tuple[str, str]] = []
+
+
+class Died(BaseException):
+    """Stands for the process dying inside a handler: no ``except Exception`` stops it."""
+
+
+@undo_handler("test.record")
+def _record(ctx: OpContext, args: dict[str, Any]) -> None:
+    CALLS.append(("record", args["label"]))
+
+
+@undo_handler("test.die_once")
+def _die_once(ctx: OpContext, args: dict[str, Any]) -> None:
+    CALLS.append(("die_once", args["label"]))
+    if CALLS.count(("die_once", args["label"])) == 1:
+        raise Died
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> None:
+    CALLS.clear()
+
+
+def context(journal: Any, store: Any = None, services: Any = None) -> OpContext:
+    return OpContext(
+        store=store,
+        locks=LockManager(),
+        owner="job-1",
+        log_fn=lambda message, kind, data: None,
+        cancel=threading.Event(),
+        services=services,
+        journal=journal,
+    )
+
+
+def stored_rows(path: Path) -> list[tuple[str, str]]:
+    """What another process would read from the file right now."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT kind, what FROM undo_steps ORDER BY id").fetchall()
+
+
+def test_a_step_is_on_disk_before_undo_returns(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    ctx = context(JobJournal(db, 1, 0))
+    ctx.undo("remove the thing", "test.record", label="a")
+    assert stored_rows(tmp_path / "jobs.db") == [("test.record", "remove the thing")]
+    db.close()
+
+
+def test_a_new_process_replays_the_steps_newest_first(tmp_path: Path) -> None:
+    first = JobDB(tmp_path / "jobs.db")
+    ctx = context(JobJournal(first, 1, 0))
+    for label in ("a", "b", "c"):
+        ctx.undo(f"undo {label}", "test.record", label=label)
+    first.close()
+
+    second = JobDB(tmp_path / "jobs.db")
+    assert context(JobJournal(second, 1, 0)).run_undo() == []
+    assert CALLS == [("record", "c"), ("record", "b"), ("record", "a")]
+    assert stored_rows(tmp_path / "jobs.db") == []
+    second.close()
+
+
+def test_a_step_cut_off_while_running_runs_again(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    ctx = context(JobJournal(db, 1, 0))
+    ctx.undo("undo a", "test.record", label="a")
+    ctx.undo("undo b", "test.die_once", label="b")
+    ctx.undo("undo c", "test.record", label="c")
+    with pytest.raises(Died):
+        ctx.run_undo()
+    assert [w for _, w in stored_rows(tmp_path / "jobs.db")] == ["undo a", "undo b"]
+
+    assert context(JobJournal(db, 1, 0)).run_undo() == []
+    assert CALLS == [("record", "c"), ("die_once", "b"), ("die_once", "b"), ("record", "a")]
+    assert stored_rows(tmp_path / "jobs.db") == []
+    db.close()
+
+
+def test_journals_of_other_ops_and_jobs_are_apart(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    committed = context(JobJournal(db, 1, 1))
+    context(JobJournal(db, 1, 0)).undo("job 1 op 0", "test.record", label="1/0")
+    committed.undo("job 1 op 1", "test.record", label="1/1")
+    context(JobJournal(db, 2, 0)).undo("job 2 op 0", "test.record", label="2/0")
+    committed.forget_undo()
+    assert context(JobJournal(db, 1, 0)).run_undo() == []
+    assert CALLS == [("record", "1/0")]
+    assert [w for _, w in stored_rows(tmp_path / "jobs.db")] == ["job 2 op 0"]
+    db.close()
+
+
+def test_arguments_that_are_not_json_are_refused_when_recorded(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    with pytest.raises(TypeError, match=r"test\.record"):
+        context(JobJournal(db, 1, 0)).undo("bad", "test.record", label=object())
+    assert stored_rows(tmp_path / "jobs.db") == []
+    db.close()
+
+
+# ---- the queue at start-up ------------------------------------------------------------
+
+
+def stored_job(db: JobDB, job_id: int, status: str, op_statuses: list[str]) -> Job:
+    job = Job(
+        id=job_id,
+        ops=[OpState(op="debug.delay", params={}, status=s) for s in op_statuses],
+        status=status,
+    )
+    db.save(job)
+    return job
+
+
+def restarted_queue(tmp_path: Path, db: JobDB) -> tuple[JobQueue, SQLiteStore]:
+    add_nodes(tmp_path, ("n1",))
+    store = SQLiteStore(tmp_path / "config.db")
+    locks = LockManager()
+    sync_locks(store, locks)
+    return JobQueue(db, JobRunner(store, locks), max_running=1), store
+
+
+def test_restart_finishes_the_undo_of_a_running_job(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    stored_job(db, 1, J.RUNNING, [J.RUNNING])
+    ctx = context(JobJournal(db, 1, 0))
+    ctx.undo("remove disk 0", "test.record", label="disk")
+    ctx.undo("stop the guest", "test.record", label="guest")
+
+    queue, store = restarted_queue(tmp_path, db)
+    doc = queue.view(1)
+    assert doc["status"] == J.ERROR
+    assert "master restarted while this job was running" in doc["error"]["message"]
+    assert doc["error"]["details"]["undone"] == ["stop the guest", "remove disk 0"]
+    assert CALLS == [("record", "guest"), ("record", "disk")]
+    lines = [e["message"] for e in doc["log"]]
+    assert "after restart, rollback: stop the guest" in lines
+    assert lines.index("after restart, rollback: stop the guest") < lines.index(
+        "after restart, rollback: remove disk 0"
+    )
+    assert lines[-1] == "master restarted: job marked error"
+    assert stored_rows(tmp_path / "jobs.db") == []
+    store.close()
+
+
+def test_restart_keeps_a_succeeded_op_and_requeues_a_waiting_job(tmp_path: Path) -> None:
+    db = JobDB(tmp_path / "jobs.db")
+    stored_job(db, 1, J.WAITING, [J.SUCCESS, J.WAITING])
+    context(JobJournal(db, 1, 0)).undo("left by op 0", "test.record", label="op0")
+
+    queue, store = restarted_queue(tmp_path, db)
+    assert CALLS == []
+    assert stored_rows(tmp_path / "jobs.db") == []
+    assert queue.get(1).status == J.QUEUED
+    queue.start()
+    try:
+        poll("the requeued job to end", lambda: queue.get(1).final)
+        done = queue.view(1)
+    finally:
+        queue.stop()
+        store.close()
+    assert done["status"] == J.SUCCESS
+    assert [o["status"] for o in done["ops"]] == [J.SUCCESS, J.SUCCESS]
+    assert "queued again" in done["log"][0]["message"]
+
+
+def test_restart_after_the_last_op_succeeded_ends_the_job_in_success(tmp_path: Path) -> None:
+    """Found by the crash campaign: death between storing the last op's success and
+    ending the job used to fail a job whose work was done and kept."""
+    db = JobDB(tmp_path / "jobs.db")
+    stored_job(db, 1, J.RUNNING, [J.SUCCESS])
+    context(JobJournal(db, 1, 0)).undo("left by the op", "test.record", label="op")
+
+    queue, store = restarted_queue(tmp_path, db)
+    doc = queue.view(1)
+    store.close()
+    assert doc["status"] == J.SUCCESS
+    assert CALLS == []
+    assert stored_rows(tmp_path / "jobs.db") == []
+    assert "job marked success" in doc["log"][-1]["message"]
