@@ -60,6 +60,15 @@ def remove(name: str) -> dict[str, Any]:
     return {"op": "instance.remove", "name": name, "shutdown_timeout": 0}
 
 
+def shared_instance(name: str, node: str) -> dict[str, Any]:
+    """On shared storage, so it can migrate and fail over without a copy."""
+    return {**file_instance(name, node), "disk_template": "sharedfile"}
+
+
+def on_second_node(c: Client) -> bool:
+    return str(c.query("instances")[0]["primary_node_name"]).endswith("2")
+
+
 def has_instance(name: str) -> Callable[[Client], bool]:
     return lambda c: name in [i["name"] for i in c.query("instances")]
 
@@ -101,7 +110,7 @@ SCENARIOS = [
         reset=lambda lab: [
             {"op": "instance.move", "name": "victim", "target_node": lab.nodes[0].name}
         ],
-        applied=lambda c: c.query("instances")[0]["primary_node_name"].endswith("2"),
+        applied=on_second_node,
         full_only=True,
     ),
     Scenario(
@@ -136,6 +145,33 @@ SCENARIOS = [
         reset=lambda lab: [remove("victim")],
         applied=has_instance("victim"),
         undone_on_failure=True,
+        full_only=True,
+    ),
+    Scenario(
+        "instance.migrate",
+        setup=lambda lab: [shared_instance("victim", lab.nodes[0].name)],
+        op=lambda lab: {
+            "op": "instance.migrate",
+            "name": "victim",
+            "target_node": lab.nodes[1].name,
+        },
+        reset=lambda lab: [
+            {"op": "instance.migrate", "name": "victim", "target_node": lab.nodes[0].name}
+        ],
+        applied=on_second_node,
+    ),
+    Scenario(
+        "instance.failover",
+        setup=lambda lab: [shared_instance("victim", lab.nodes[0].name)],
+        op=lambda lab: {
+            "op": "instance.failover",
+            "name": "victim",
+            "target_node": lab.nodes[1].name,
+        },
+        reset=lambda lab: [
+            {"op": "instance.failover", "name": "victim", "target_node": lab.nodes[0].name}
+        ],
+        applied=on_second_node,
         full_only=True,
     ),
     Scenario(
@@ -184,7 +220,7 @@ def lab_masters(
     first.client.run(
         [{"op": "cluster.init", "name": "crash", "master_node": n1.name, "primary_ip": n1.ip,
           "ssh_port": n1.port, "enabled_hypervisors": ["fake"],
-          "enabled_disk_templates": ["file"], "beparams": {"memory": 32}},
+          "enabled_disk_templates": ["file", "sharedfile"], "beparams": {"memory": 32}},
          {"op": "node.add", "name": n2.name, "primary_ip": n2.ip, "ssh_port": n2.port}],
         timeout=OP_TIMEOUT,
     )  # fmt: skip
@@ -196,6 +232,17 @@ def lab_masters(
 def orphans(c: Client) -> list[dict[str, Any]]:
     result = c.run([{"op": "cluster.verify"}], timeout=OP_TIMEOUT)
     return [p for p in result["problems"] if p["code"].startswith("ENODEORPHAN")]
+
+
+def not_running_as_configured(c: Client) -> list[str]:
+    """Instances whose run state is not what the config says (admin up but down, or the
+    reverse); a second copy on another node is verify's ENODEORPHANPROC."""
+    live = c.request("GET", "/v1/query/instances", query={"live": "1"})["items"]
+    return [
+        f"{i['name']}: admin {i['admin_state']}, {i['oper_state']}"
+        for i in live
+        if (i["admin_state"] == "up") != (i["oper_state"] == "running")
+    ]
 
 
 def held_locks(c: Client) -> list[dict[str, Any]]:
@@ -239,6 +286,7 @@ def check_after_restart(c: Client, point: str, scenario: Scenario, lab: Any) -> 
                ("success", "error") and d, patience=PATIENCE * 8)  # fmt: skip
     assert held_locks(c) == [], point
     assert orphans(c) == [], point
+    assert not_running_as_configured(c) == [], point
     if doc["status"] == "error":
         assert "master restarted" in doc["error"]["message"], (point, doc["error"])
         if scenario.undone_on_failure and not point.startswith("op:"):
@@ -250,6 +298,7 @@ def check_after_restart(c: Client, point: str, scenario: Scenario, lab: Any) -> 
             c.run([scenario.op(lab)], timeout=OP_TIMEOUT)
     assert scenario.applied(c), point
     assert orphans(c) == [], point
+    assert not_running_as_configured(c) == [], point
 
 
 @pytest.mark.parametrize(

@@ -85,18 +85,82 @@ class _MoveOp(InstanceOp):
             )
 
     def switch_primary(self, ctx: OpContext, inst: Instance, target: Node) -> None:
-        old = inst.primary_node
-        inst.primary_node = target.uuid
-        if inst.disk_template in MIRRORED:
-            inst.secondary_nodes = [old]
-        with ctx.store.transaction() as txn:
-            txn.update(inst)
+        switch_primary(ctx, inst, target)
+
+
+def switch_primary(ctx: OpContext, inst: Instance, target: Node) -> None:
+    """Record ``target`` as the primary (a DRBD instance's old primary becomes its
+    secondary); nothing to do if the config says so already."""
+    if inst.primary_node == target.uuid:
+        return
+    old = inst.primary_node
+    inst.primary_node = target.uuid
+    if inst.disk_template in MIRRORED:
+        inst.secondary_nodes = [old]
+    with ctx.store.transaction() as txn:
+        txn.update(inst)
 
 
 @undo_handler("migration.abort_incoming")
 def _abort_incoming(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Stop the copy being received, then resume the source's.
+
+    Safe while this step is in the journal: the target has not been resumed yet (the op
+    swaps this step for ``migration.settle`` first), so the source holds the only live
+    state. The source is resumed too because after the memory copy it is paused (kvm's
+    postmigrate) or gone (fake): aborting the target alone would leave it running nowhere.
+    """
     hv = {"name": args["name"], "hypervisor": args["hypervisor"]}
     ctx.services.call(node_of(args), "instance_migration_finish", {**hv, "success": False})
+    if "source" in args:
+        ctx.services.call(
+            node_of(args, "source"), "instance_migration_finish", {**hv, "success": False}
+        )
+
+
+@undo_handler("migration.settle")
+def _settle(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Once the target may have been resumed, going back is no longer safe (it may have
+    written to the disks): whatever the target says decides. Running there, the migration
+    is finished forward; not running, it was never resumed, and it is rolled back."""
+    inst = ctx.store.get("instance", args["uuid"])
+    source, target = node_of(args, "source"), node_of(args, "target")
+    state = runtime_state(ctx, inst, target)
+    if state and state.get("state") == "running":
+        ctx.log(f"{inst.name} already runs on {target.name}: finishing its migration there")
+        finish_migration(ctx, inst, source, target)
+        return
+    _abort_incoming(ctx, {"name": inst.name, "hypervisor": inst.hypervisor,
+                          "node": args["target"], "source": args["source"]})  # fmt: skip
+    if drbd.is_drbd(inst):
+        drbd.demote(ctx, inst, target)
+        drbd.set_dual_primary(ctx, inst, [source, target], False)
+
+
+@undo_handler("failover.settle")
+def _settle_failover(ctx: OpContext, args: dict[str, Any]) -> None:
+    """A failover cut short leaves the instance stopped: start it on whichever node the
+    config names by now (the source before the switch, the target after), once."""
+    inst = ctx.store.get("instance", args["uuid"])
+    node = ctx.store.get("node", inst.primary_node)
+    state = runtime_state(ctx, inst, node)
+    if inst.admin_state == "up" and not (state and state.get("state") == "running"):
+        start_on(ctx, inst, node)
+        ctx.log(f"{inst.name} started again on {node.name}")
+
+
+def finish_migration(ctx: OpContext, inst: Instance, source: Node, target: Node) -> None:
+    """After the target runs the instance: record it, end the source's copy, settle disks.
+
+    Every call is idempotent, so a restarted master may run it again (``migration.settle``).
+    """
+    hv = {"name": inst.name, "hypervisor": inst.hypervisor}
+    switch_primary(ctx, inst, target)
+    ctx.services.call(source, "instance_migration_finish", {**hv, "success": True}, 300)
+    if drbd.is_drbd(inst):
+        drbd.migration_done(ctx, inst, source, target)
+    else:
+        shutdown_disks(ctx, inst, source)
 
 
 def migration_credentials(ctx: OpContext) -> dict[str, str]:
@@ -139,9 +203,10 @@ class InstanceMigrate(_MoveOp):
             paths = assemble_disks(ctx, inst, target)
         hv = {"name": inst.name, "hypervisor": inst.hypervisor}
         ctx.undo(
-            f"abort the incoming migration on {target.name}",
+            f"abort the incoming migration on {target.name}, resume {inst.name} on {source.name}",
             "migration.abort_incoming",
             node=node_arg(target),
+            source=node_arg(source),
             **hv,
         )
         tls = migration_credentials(ctx)
@@ -168,24 +233,18 @@ class InstanceMigrate(_MoveOp):
             },
             timeout=3600,
         )
-        ctx.services.call(
-            target,
-            "instance_migration_finish",
-            {**hv, "success": True},
-            timeout=300,
-        )
+        # From the target's resume on, only going forward is safe: one step replaces the
+        # rollback, and decides by what the target says if it has to run (see _settle).
         ctx.forget_undo()
-        ctx.services.call(
-            source,
-            "instance_migration_finish",
-            {**hv, "success": True},
-            timeout=300,
+        ctx.undo(
+            f"settle the migration of {inst.name} to {target.name}",
+            "migration.settle",
+            uuid=inst.uuid,
+            source=node_arg(source),
+            target=node_arg(target),
         )
-        self.switch_primary(ctx, inst, target)
-        if mirrored:
-            drbd.migration_done(ctx, inst, source, target)
-        else:
-            shutdown_disks(ctx, inst, source)
+        ctx.services.call(target, "instance_migration_finish", {**hv, "success": True}, 300)
+        finish_migration(ctx, inst, source, target)
         return {"changed": True, "primary_node": target.name, "live": self.params["live"]}
 
 
@@ -210,6 +269,12 @@ class InstanceFailover(_MoveOp):
     def run(self, ctx: OpContext) -> Any:
         inst = self.instance(ctx)
         source, target = self.primary(ctx, inst), self.target(ctx, inst)
+        if inst.admin_state == "up":
+            ctx.undo(
+                f"start {inst.name} again where the config puts it",
+                "failover.settle",
+                uuid=inst.uuid,
+            )
         try:
             require_online(source, "shut the instance down there")
             stop_on(ctx, inst, source, self.params["shutdown_timeout"])
