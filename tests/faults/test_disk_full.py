@@ -1,4 +1,4 @@
-"""Disk full during create and import, on lab nodes over real SSH.
+"""Disk full during create, import and move, on lab nodes over real SSH.
 
 The second lab node's file storage is a small tmpfs, mounted inside the mount namespace
 its sshd (and so every ``herd-node`` session) runs in: the host's root mount is private,
@@ -14,8 +14,9 @@ compression tool that imports use.  A gated writer announces itself by touching
 ``<gate>.started`` and waits for ``<gate>`` to go.
 
 Every fault checks the same things: a clear error naming the node and "no space", no
-disk file, no instance in the config, no lock held, no transfer worker left, the export
-(for imports) unchanged; then, after space is freed, the same op succeeds.
+disk file, no new instance in the config, no lock held, no transfer worker left, no
+orphan by ``cluster verify``, the export or source disk unchanged; then, after space is
+freed, the same op succeeds.
 ``HERD_FAULTS_ALL=1`` runs the same faults with eight times the data.
 """
 
@@ -85,7 +86,7 @@ esac
 
 @dataclass
 class Gate:
-    """A writer's gate: ``close`` before the op, ``opened`` once it waits there."""
+    """A writer's gate: ``close`` it before the op, ``open`` it once a writer waits."""
 
     path: Path
 
@@ -121,7 +122,8 @@ class Env:
 
 
 def mount_storage(node: Any) -> Path:
-    """A ``STORAGE_MIB`` tmpfs on the node's file-storage dir, in its sshd's namespace."""
+    """A ``STORAGE_MIB`` tmpfs on the node's file-storage dir, in its sshd's namespace
+    (it goes with that namespace when the lab is taken down)."""
     pid = node.sshd_pid()
     (node.state_dir / "file-storage").mkdir(exist_ok=True)
     subprocess.run(
@@ -182,9 +184,12 @@ def fill_op(name: str, node: Any) -> dict[str, Any]:
 def ballast(env: Env, leave_mib: int) -> Path:
     """A foreign file taking all but ``leave_mib`` MiB of the full node's storage."""
     path = env.storage / BALLAST
-    free = os.statvfs(env.storage).f_bavail * os.statvfs(env.storage).f_frsize
+    fs = os.statvfs(env.storage)
+    chunks, rest = divmod(fs.f_bavail * fs.f_frsize - leave_mib * MIB, MIB)
     with open(path, "wb") as f:
-        f.write(bytes(free - leave_mib * MIB))
+        for _ in range(chunks):
+            f.write(bytes(MIB))
+        f.write(bytes(rest))
     return path
 
 
@@ -211,7 +216,9 @@ def workers(node: Any) -> list[str]:
     return found
 
 
-def fails_with_no_space(env: Env, job: list[dict[str, Any]], gate: Gate, fill: Any) -> HerdError:
+def fails_with_no_space(
+    env: Env, job: list[dict[str, Any]], gate: Gate, fill: Callable[[], object]
+) -> HerdError:
     """Run ``job`` with ``gate`` closed; once a writer waits there, ``fill()`` the storage
     and open the gate. Returns the job's error."""
     client = env.running.client()
@@ -305,13 +312,19 @@ def export_digests(node: Any, name: str) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(base.iterdir())}
 
 
-def exported(env: Env, name: str, where: Any) -> dict[str, str]:
-    """An export on ``where`` of a disk whose first ``DISK_MIB - 4`` MiB are random."""
+def on_the_other_node(env: Env, name: str) -> tuple[Path, str]:
+    """An instance on the first node whose disk's first ``DISK_MIB - 4`` MiB are random:
+    its image and digest."""
     source = env.lab.nodes[0]
     env.running.api.run([add(name, source, install=False)])
     (inst,) = env.running.api.query("instances", [name])
     (path,) = (source.state_dir / "file-storage").glob(f"{inst['uuid']}/*.img")
-    write_random(path, DISK_MIB - 4)
+    return path, write_random(path, DISK_MIB - 4)
+
+
+def exported(env: Env, name: str, where: Any) -> dict[str, str]:
+    """An export on ``where`` of such an instance, which is removed."""
+    on_the_other_node(env, name)
     env.run("instance.export", name=name, target_node=where.name, compression=TOOL_NAME,
             remove_instance=True)  # fmt: skip
     return export_digests(where, name)
@@ -349,10 +362,7 @@ def test_a_move_onto_a_node_that_fills_up_keeps_the_instance_where_it_was(
 ) -> None:
     """The receive side of an intra-cluster move: its decoder waits at the gate."""
     source = env.lab.nodes[0]
-    env.running.api.run([add("mover", source, install=False)])
-    (inst,) = env.running.api.query("instances", ["mover"])
-    (path,) = (source.state_dir / "file-storage").glob(f"{inst['uuid']}/*.img")
-    digest = write_random(path, DISK_MIB - 4)
+    path, digest = on_the_other_node(env, "mover")
     op = {"op": "instance.move", "name": "mover", "target_node": env.full.name,
           "compression": TOOL_NAME}  # fmt: skip
     placed: list[Path] = []

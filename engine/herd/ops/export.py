@@ -38,10 +38,16 @@ def run_file_end(
         role=role,
     )
     ctx.services.call(node, start, {"transfer_id": tid, **args})
+    # With the node's name, as ``transfer.status`` gives it: a failure then says where.
     (done,) = watch(
         ctx,
         label,
-        lambda: [ctx.services.call(node, "export_status", {"transfer_id": tid, "role": role})],
+        lambda: [
+            {
+                **ctx.services.call(node, "export_status", {"transfer_id": tid, "role": role}),
+                "node": node.name,
+            }
+        ],
     )
     report(ctx, label, done, final=True)
     return done

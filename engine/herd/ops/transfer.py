@@ -188,19 +188,29 @@ def status(ctx: OpContext, end: Endpoint, transfer_id: str, role: str) -> dict[s
     return {**answer, "node": end.node.name}
 
 
-def end_failed(label: str, st: dict[str, Any]) -> TransferError:
+def end_failed(label: str, st: dict[str, Any], *also: dict[str, Any]) -> TransferError:
     """A failed end as an error a person can act on: which end, on which node, and the
-    end's own reason (not its serialized error document)."""
+    end's own reason (not its serialized error document).
+
+    ``also`` are other ends that failed with it, whose reasons are added: when one end
+    gives up (a full disk), the other only sees the connection drop, and the first end
+    seen failing may be the one that knows least.
+    """
     err = st.get("error")
-    why = err.get("message") if isinstance(err, dict) else err
-    role = st.get("role") or "transfer"
-    where = f" on {st['node']}" if st.get("node") else ""
     return TransferError(
-        f"{label}: the {role} end{where} failed: {why or 'no reason given'}",
+        f"{label}: " + "; ".join(_end_reason(end) for end in (st, *also)),
         role=st.get("role"),
         node=st.get("node"),
         cause=err,
     )
+
+
+def _end_reason(st: dict[str, Any]) -> str:
+    err = st.get("error")
+    why = err.get("message") if isinstance(err, dict) else err
+    role = st.get("role") or "transfer"
+    where = f" on {st['node']}" if st.get("node") else ""
+    return f"the {role} end{where} failed: {why or 'no reason given'}"
 
 
 def watch(ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]) -> list[dict]:
@@ -212,9 +222,9 @@ def watch(ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]) 
     while True:
         ctx.check_cancel()
         states = poll()
-        for st in states:
-            if st.get("state") == "failed":
-                raise end_failed(label, st)
+        failed = [st for st in states if st.get("state") == "failed"]
+        if failed:
+            raise end_failed(label, *failed)
         if all(st.get("state") == "done" for st in states):
             return states
         now = time.monotonic()

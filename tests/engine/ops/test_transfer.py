@@ -22,10 +22,14 @@ STALLED = {"type": "TransferError", "message": "stalled: no data from the peer f
 
 
 class Nodes:
-    """Both ends start; the receiver then reports ``receiver_state``."""
+    """Both ends start; the receiver then reports ``receiver_state``, the sender
+    ``sender_state`` (running by default)."""
 
-    def __init__(self, receiver_state: dict[str, Any]) -> None:
+    def __init__(
+        self, receiver_state: dict[str, Any], sender_state: dict[str, Any] | None = None
+    ) -> None:
         self.receiver_state = receiver_state
+        self.sender_state = sender_state or {"state": "running"}
         self.starts: dict[str, dict[str, Any]] = {}
 
     def call(self, node: Node, action: str, args: dict[str, Any], timeout: Any = None) -> Any:
@@ -34,7 +38,7 @@ class Nodes:
             return {"changed": True, "port": 4242}
         if action == "transfer_status" and args["role"] == "receive":
             return {"role": "receive", **self.receiver_state}
-        return {"role": args.get("role"), "state": "running"}
+        return {"role": args.get("role"), **self.sender_state}
 
 
 def copy(nodes: Nodes, **extra: Any) -> dict[str, Any]:
@@ -63,6 +67,20 @@ def test_a_failed_end_is_named_by_node_and_reason() -> None:
     )
     assert info.value.details["node"] == "dst"
     assert info.value.details["cause"] == STALLED
+
+
+def test_when_both_ends_failed_both_reasons_are_given() -> None:
+    """The sender sees only the dropped connection; the reason is the receiver's."""
+    full = {"type": "TransferError", "message": "no space left on the device of /dst",
+            "details": {}}  # fmt: skip
+    dropped = {"type": "TransferError", "message": "sending failed: EOF", "details": {}}
+    with pytest.raises(TransferError) as info:
+        copy(Nodes({"state": "failed", "error": full}, {"state": "failed", "error": dropped}))
+    assert info.value.message == (
+        "disk 0 of web: the send end on src failed: sending failed: EOF; "
+        "the receive end on dst failed: no space left on the device of /dst"
+    )
+    assert info.value.details["node"] == "src"
 
 
 def test_the_chosen_stall_timeout_reaches_both_ends() -> None:

@@ -150,6 +150,9 @@ def receive(
             result = receive_stream(_reader(tls, stall_timeout), writer, codec, progress)
         except BaseException as exc:
             writer.discard()
+            # Published before the connection drops: the sender then fails too, and the
+            # master, seeing that, must find this end's reason (a full disk) already here.
+            progress.finish("failed", error=error_dict(exc))
             _best_effort_ack(tls, {"ok": False, "error": error_dict(exc)})
             raise
         _send_ack(tls, {"ok": True, **result.to_dict()})

@@ -33,6 +33,7 @@ as the place it is stored in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -284,19 +285,21 @@ class DiskWriter:
             os.ftruncate(self.fd, 0)
 
     def write(self, offset: int, data: bytes) -> None:
-        if self.device:
-            self._zero(self.zeroed_to, offset)
-        written = os.pwrite(self.fd, data, offset)
-        while written < len(data):
-            written += os.pwrite(self.fd, data[written:], offset + written)
+        with self._space_checked():
+            if self.device:
+                self._zero(self.zeroed_to, offset)
+            written = os.pwrite(self.fd, data, offset)
+            while written < len(data):
+                written += os.pwrite(self.fd, data[written:], offset + written)
         self.zeroed_to = offset + len(data)
 
     def finish(self) -> None:
-        if self.device:
-            self._zero(self.zeroed_to, self.size)
-        else:
-            os.ftruncate(self.fd, max(self.size, self.capacity or 0))
-        os.fsync(self.fd)
+        with self._space_checked():
+            if self.device:
+                self._zero(self.zeroed_to, self.size)
+            else:
+                os.ftruncate(self.fd, max(self.size, self.capacity or 0))
+            os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
 
@@ -310,6 +313,20 @@ class DiskWriter:
             with open(self.path, "r+b") as f:
                 f.truncate(0)
                 f.truncate(self.original_size)
+
+    @contextlib.contextmanager
+    def _space_checked(self) -> Iterator[None]:
+        """A full destination as an error that says so and names it: the bare OSError
+        reaches the job as "[Errno 28]" and reads like a bug, not like a full disk."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise TransferError(
+                f"no space left on the device of {self.path}: {exc.strerror}",
+                path=str(self.path),
+            ) from exc
 
     def _zero(self, start: int, end: int) -> None:
         if end <= start:

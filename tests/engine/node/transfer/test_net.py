@@ -19,6 +19,7 @@ from herd.node.transfer.progress import Progress
 from herd.node.transfer.stream import MAGIC
 
 from .conftest import MIB, Creds, mixed, write_image
+from .test_stream import full_disk
 
 
 class Receiver:
@@ -164,6 +165,25 @@ def test_sender_dying_midway_makes_receiver_remove_the_disk(
     tls.close()  # no unwrap(): what a killed process leaves behind
     recv.wait()
     assert isinstance(recv.error, TransferError)
+    assert not dest.exists()
+
+
+def test_a_full_receiver_has_published_why_before_the_sender_fails(
+    issue: Callable[..., Creds],
+    tmp_path: Path,
+    sparse: tuple[Path, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The master reads both ends once the sender fails: the receiver's reason (its disk
+    is full) must be there by then, not only after its connection is gone."""
+    full_disk(monkeypatch)
+    dest = tmp_path / "dest.img"
+    recv = Receiver(issue("mv8", "dst"), dest)
+    with pytest.raises(HerdError):
+        send(issue("mv8", "src"), sparse[0], recv.port)
+    assert recv.progress.state == "failed"
+    assert recv.progress.error is not None and "no space" in recv.progress.error["message"]
+    recv.wait()
     assert not dest.exists()
 
 

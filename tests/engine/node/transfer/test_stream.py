@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herd.errors import TransferError
+from herd.node.transfer import stream
 from herd.node.transfer.codecs import BUILTIN_NAMES
 from herd.node.transfer.progress import Progress
 from herd.node.transfer.stream import MAGIC, export_disk, import_disk
@@ -148,6 +151,27 @@ def test_truncated_stream_refused_and_existing_file_zeroed(
     with pytest.raises(TransferError, match="truncated"):
         import_disk(tmp_path / "cut", dest, "none")
     assert dest.read_bytes() == bytes(3000)
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write to a destination fails as on a full filesystem."""
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(stream.os, "pwrite", pwrite)
+
+
+def test_a_full_destination_says_no_space_and_leaves_no_file(
+    tmp_path: Path, image: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, _ = image
+    export_disk(src, tmp_path / "s", "none")
+    full_disk(monkeypatch)
+    with pytest.raises(TransferError) as err:
+        import_disk(tmp_path / "s", tmp_path / "d", "none")
+    assert err.value.message.startswith(f"no space left on the device of {tmp_path / 'd'}")
+    assert not (tmp_path / "d").exists()
 
 
 def test_disk_larger_than_destination_refused_before_writing(
