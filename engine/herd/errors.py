@@ -7,6 +7,7 @@ rebuild the same exception type on the far side instead of flattening it to a st
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -148,6 +149,8 @@ class TransferError(HerdError):
 
 
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # NaN and Infinity are not JSON: say them as text
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (list, tuple)):

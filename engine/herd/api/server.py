@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 MAX_BODY = 64 * 1024 * 1024
+#: Over HTTPS: what reaches the master there are op lists, never whole-state restores
+#: (socket only), so a caller gets far less room to make the master buffer and parse.
+MAX_REMOTE_BODY = 4 * 1024 * 1024
+BODY_METHODS = frozenset({"POST", "PUT"})
 #: A TLS client gets this long to finish its handshake, so a silent one frees its thread.
 HANDSHAKE_TIMEOUT = 10.0
 #: An idle kept-alive HTTPS connection is closed after this; longer than any long-poll.
@@ -179,21 +183,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 "Content-Length", raw_length, "a byte count (chunked bodies are not accepted)"
             )
         length = int(raw_length)
-        if length > MAX_BODY:
+        if length and self.command not in BODY_METHODS:
+            # Refused unread: parsing a body nobody reads would let a reader fill memory.
             self.close_connection = True
-            raise ValidationError("body", f"{length} bytes", f"at most {MAX_BODY} bytes")
+            raise ValidationError("body", f"{length} bytes", f"no body on {self.command}")
+        limit = self.server.max_body
+        if length > limit:
+            self.close_connection = True
+            raise ValidationError("body", f"{length} bytes", f"at most {limit} bytes")
         if not length:
             return None
         raw = self.rfile.read(length)
         try:
-            return json.loads(raw)
-        except ValueError as exc:
+            return json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
             raise ValidationError(
-                "body", raw[:80].decode(errors="replace"), f"a JSON document ({exc})"
+                "body",
+                raw[:80].decode(errors="replace"),
+                f"a JSON document, nested at most a few hundred levels ({exc})",
             ) from None
 
     def _send(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        # Strict JSON out: a NaN that slipped in must not reach a client as ``NaN``.
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -241,6 +253,12 @@ class _HTTPSRequestHandler(_RequestHandler):
         return str(self.client_address[0])
 
 
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); Python would take them and later serve
+    them back as tokens strict clients cannot parse."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _challenge(exc: HerdError) -> tuple[tuple[str, str], ...]:
     """Headers telling an HTTP client how to get in (RFC 9110 11.6.1) or when to retry."""
     if isinstance(exc, RateLimitedError):
@@ -265,6 +283,8 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
     request_queue_size = 128
     #: Connections served at once; ``None`` is no cap (the root-only socket needs none).
     max_connections: int | None = None
+    #: The largest request body this listener reads.
+    max_body = MAX_BODY
     router: Router
 
     def _track(self, router: Router) -> None:
@@ -340,6 +360,7 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
     """
 
     allow_reuse_address = True
+    max_body = MAX_REMOTE_BODY
     max_connections = MAX_HTTPS_CONNECTIONS
 
     def __init__(

@@ -239,6 +239,27 @@ class JobDB:
             )
         return int(cur.lastrowid or 0)
 
+    def replace_undo_steps(
+        self, job_id: int, op_index: int, kind: str, args: str, what: str
+    ) -> int:
+        """Delete an op's steps and store one new step, in one transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "DELETE FROM undo_steps WHERE job_id = ? AND op_index = ?", (job_id, op_index)
+                )
+                cur = self._conn.execute(
+                    "INSERT INTO undo_steps (job_id, op_index, kind, args, what) "
+                    "VALUES (?,?,?,?,?)",
+                    (job_id, op_index, kind, args, what),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return int(cur.lastrowid or 0)
+
     def undo_steps(
         self, job_id: int, op_index: int | None = None
     ) -> list[tuple[int, int, str, str, str]]:

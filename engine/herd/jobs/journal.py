@@ -38,6 +38,12 @@ class JobJournal:
     def done(self, step_id: int) -> None:
         self._db.delete_undo_step(step_id)
 
+    def replace(self, step: UndoStep) -> int:
+        self._written = True
+        return self._db.replace_undo_steps(
+            self.job_id, self.op_index, step.kind, step.args_json(), step.what
+        )
+
     def clear(self) -> None:
         if self._written:
             self._db.delete_undo_steps(self.job_id, self.op_index)

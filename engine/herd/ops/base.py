@@ -75,6 +75,12 @@ class OpContext:
         self.journal.add(UndoStep(kind, args, what))
         faults.point(f"undo:{kind}")
 
+    def replace_undo(self, what: str, kind: str, **args: Any) -> None:
+        """Swap the whole chain for one step at once: for an op past its point of no
+        return, whose way back is no longer the steps that brought it here."""
+        self.journal.replace(UndoStep(kind, args, what))
+        faults.point(f"undo:{kind}")
+
     def forget_undo(self) -> None:
         """Drop the chain once the op has committed its result."""
         self.journal.clear()

@@ -88,6 +88,15 @@ LOCAL_OPS: Mapping[str, str] = {
 }
 
 _HV_NESTED = Keys(LOCAL_HVPARAMS, per_hypervisor=True)
+#: Disk parameters (per template) only root may set: found in review, a token could turn
+#: off DRBD's peer authentication or its split-brain refusal, or point LVs elsewhere.
+LOCAL_DISKPARAMS: Mapping[str, str] = {
+    "net_options": "DRBD network options decide peer authentication and what happens "
+    "after a split brain (data may be discarded)",
+    "disk_options": "DRBD disk options decide whether writes are flushed to stable storage",
+    "vg_name": "it names the volume group on every node where disks are made",
+}
+_DISK_NESTED = Keys(LOCAL_DISKPARAMS, per_hypervisor=True)
 _HV_FLAT = Keys(LOCAL_HVPARAMS)
 #: Ops remote callers may run, each with the parameters (or keys) only root may set.
 REMOTE_OPS: Mapping[str, Mapping[str, str | Keys]] = {
@@ -99,13 +108,14 @@ REMOTE_OPS: Mapping[str, Mapping[str, str | Keys]] = {
         "zeroing_image": "it names the directory on every node whose kernel and initrd "
         "qemu, running as root, boots",
         "hvparams": _HV_NESTED,
+        "diskparams": _DISK_NESTED,
     },
     "cluster.verify": {},
     "debug.delay": {},
     "export.list": {},
     "export.remove": {},
-    "group.add": {"hvparams": _HV_NESTED},
-    "group.modify": {"hvparams": _HV_NESTED},
+    "group.add": {"hvparams": _HV_NESTED, "diskparams": _DISK_NESTED},
+    "group.modify": {"hvparams": _HV_NESTED, "diskparams": _DISK_NESTED},
     "group.remove": {},
     "group.rename": {},
     "instance.activate_disks": {},

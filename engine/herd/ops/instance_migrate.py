@@ -235,8 +235,7 @@ class InstanceMigrate(_MoveOp):
         )
         # From the target's resume on, only going forward is safe: one step replaces the
         # rollback, and decides by what the target says if it has to run (see _settle).
-        ctx.forget_undo()
-        ctx.undo(
+        ctx.replace_undo(
             f"settle the migration of {inst.name} to {target.name}",
             "migration.settle",
             uuid=inst.uuid,

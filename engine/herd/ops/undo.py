@@ -60,6 +60,11 @@ class UndoJournal(Protocol):
 
     def clear(self) -> None: ...
 
+    def replace(self, step: UndoStep) -> int:
+        """Drop every step and record ``step`` instead, at once: a process dying in
+        between must find either the old chain or the new step, never neither."""
+        ...
+
 
 class MemoryJournal:
     """The journal of a context that no other process will ever resume (unit tests,
@@ -83,6 +88,11 @@ class MemoryJournal:
 
     def clear(self) -> None:
         self._steps.clear()
+
+    def replace(self, step: UndoStep) -> int:
+        step.args_json()
+        self._steps.clear()
+        return self.add(step)
 
 
 def undo_handler(kind: str) -> Callable[[UndoHandler], UndoHandler]:

@@ -89,6 +89,9 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: UnixAPISer
         (post("/v1/item/7", b"{}"), 400, "method"),
         (b"GET /v1/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "body"),
         (get("/v1/echo?=1"), 400, "query"),
+        # Found in review: a deeply nested body raised RecursionError, a 500.
+        (post("/v1/echo", b"[" * 100000 + b"]" * 100000), 400, "body"),
+        (post("/v1/echo", b'{"a": NaN}'), 400, "body"),
         (b"TRACE /v1/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, "method"),
         (b"PATCH /v1/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, "method"),
     ],
@@ -152,3 +155,11 @@ def test_every_api_route_rejects_unknown_query_parameters(herd_master: ThreadMas
         with pytest.raises(HerdError) as err:
             c.request("GET", path, query={"bogus": "1"})
         assert err.value.details["field"] == "bogus"
+
+
+def test_a_nan_in_an_error_is_said_as_text(herd_master: ThreadMaster) -> None:
+    """Found in review: ``timeout=nan`` was echoed as a bare NaN token (not JSON)."""
+    err = herd_master.api.request  # the real client parses strictly
+    with pytest.raises(HerdError) as exc:
+        err("GET", "/v1/jobs/1/wait", query={"timeout": "nan"})
+    assert exc.value.details["value"] == "nan"

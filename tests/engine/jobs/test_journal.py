@@ -74,6 +74,19 @@ def test_a_step_is_on_disk_before_undo_returns(tmp_path: Path) -> None:
     db.close()
 
 
+def test_replacing_the_chain_is_one_commit(tmp_path: Path) -> None:
+    """Found in review: forgetting the chain, then adding migrate's settle step, left a
+    moment with an empty journal while DRBD was dual-primary."""
+    db = JobDB(tmp_path / "jobs.db")
+    ctx = context(JobJournal(db, 1, 0))
+    ctx.undo("first", "test.record", label="a")
+    ctx.undo("second", "test.record", label="b")
+    ctx.replace_undo("settle", "test.record", label="c")
+    assert stored_rows(tmp_path / "jobs.db") == [("test.record", "settle")]
+    assert [s.args for _, s in JobJournal(db, 1, 0).pending()] == [{"label": "c"}]
+    db.close()
+
+
 def test_a_new_process_replays_the_steps_newest_first(tmp_path: Path) -> None:
     first = JobDB(tmp_path / "jobs.db")
     ctx = context(JobJournal(first, 1, 0))

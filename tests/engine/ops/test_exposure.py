@@ -95,6 +95,12 @@ def test_a_local_only_op_is_refused_naming_it_and_the_way_to_run_it() -> None:
         ),
         ({"op": "group.add", "name": "g", "hvparams": {"kvm": {"initrd_path": "/x"}}},
          "hvparams.kvm.initrd_path"),
+        # Found in review: DRBD's peer authentication and split-brain policy.
+        ({"op": "cluster.modify",
+          "diskparams": {"drbd": {"net_options": {"cram-hmac-alg": "crc32"}}}},
+         "diskparams.drbd.net_options"),
+        ({"op": "group.modify", "name": "g", "diskparams": {"plain": {"vg_name": "x"}}},
+         "diskparams.plain.vg_name"),
     ],
 )  # fmt: skip
 def test_local_only_fields_are_refused_by_name_without_echoing_the_value(
@@ -115,6 +121,7 @@ def test_local_only_fields_are_refused_by_name_without_echoing_the_value(
         {"op": "instance.add", "name": "i1", "hvparams": {"kernel_args": "quiet"}},
         {"op": "instance.move", "name": "i1", "target_node": "n2"},
         {"op": "node.modify", "name": "n2", "drained": True},
+        {"op": "cluster.modify", "diskparams": {"drbd": {"resync_rate": 61440}}},
     ],
 )
 def test_remote_ops_keep_their_other_fields(op: dict[str, Any]) -> None:

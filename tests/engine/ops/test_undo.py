@@ -69,7 +69,7 @@ def undo_kinds_in_ops() -> list[tuple[str, str]]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "undo"
+                and node.func.attr in ("undo", "replace_undo")
             ):
                 kind = node.args[1] if len(node.args) > 1 else None
                 assert isinstance(kind, ast.Constant), f"{path.name}:{node.lineno}: kind literal"
