@@ -89,6 +89,8 @@ class JobDB:
         # FULL: a job is acknowledged once its insert commits, so that commit must be on
         # disk; in WAL mode NORMAL may lose the last commits to a power cut.
         self._conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (a finished job's secrets) are zeroed, not just unlinked.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._conn.executescript(_SCHEMA)
         self._conn.executescript(_NEXT_ID_SCHEMA)
         self._conn.executescript(_UNDO_SCHEMA)
@@ -123,14 +125,18 @@ class JobDB:
                     "INSERT OR REPLACE INTO job_secrets (job_id, doc) VALUES (?,?)",
                     [(i, kept) for i, _, _, kept in rows if kept is not None],
                 )
-                self._conn.executemany(
+                forgot = self._conn.executemany(
                     "DELETE FROM job_secrets WHERE job_id = ?",
                     [(i,) for i, _, _, kept in rows if kept is None],
-                )
+                ).rowcount
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            if forgot > 0:
+                # The WAL still holds the pages that had the secrets: fold it into the
+                # (securely deleted) database and empty it, so no copy of jobs.db has them.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def load(self, job_id: int) -> Job | None:
         """The job as readers may see it: secret parameters redacted."""

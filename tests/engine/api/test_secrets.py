@@ -221,6 +221,15 @@ def test_the_job_database_holds_no_secret_once_the_jobs_ended(cluster: Cluster) 
                 assert not leaks(json.dumps(row, default=str)), (table, row)
 
 
+def test_no_file_of_the_job_database_holds_a_secret_once_the_jobs_ended(
+    cluster: Cluster,
+) -> None:
+    """Found in review: deleted rows stayed readable in jobs.db-wal (and in free pages)."""
+    state = cluster.https.running.state_dir
+    for path in sorted(state.glob("jobs.db*")):
+        assert not leaks(path.read_bytes().decode("latin-1")), path.name
+
+
 def herd_cli(socket: Path, *argv: str) -> str:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
