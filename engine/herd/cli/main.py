@@ -1,28 +1,38 @@
 """``herd``: the command line. A client only: it submits jobs and reads state.
 
 Op commands (``herd cluster init``, ``herd node add`` …) are generated from the op
-registry; the fixed commands here are the queue, config and daemon verbs.
+registry, read from its cached spec (``herd.cli.opspec``); the fixed commands here are
+the queue, config and daemon verbs.
+
+Scripts call the CLI in loops, so start-up time matters: modules that only some commands
+need (the API client with http and ssl, subprocess, logging, the master daemon) are
+imported inside the functions that use them, and ``--help`` or argument parsing loads
+none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import logging
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herd import __version__
-from herd.api.client import Client, default_socket
 from herd.cli import output
-from herd.cli.opargs import add_op_arguments, add_secret_argument, collect_op_params, read_secret
+from herd.cli.opargs import (
+    add_op_arguments,
+    add_secret_argument,
+    collect_op_params,
+    help_text,
+    read_secret,
+)
+from herd.cli.opspec import load_spec
 from herd.errors import HerdError, MasterUnreachableError
-from herd.ops.base import registry
+
+if TYPE_CHECKING:
+    from herd.api.client import Client
 
 LIST_COLUMNS = {
     "nodegroups": ["name", "alloc_policy", "tags"],
@@ -128,16 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_parser("list", help="list users")
     user.add_parser("remove", help="remove a user").add_argument("name")
 
-    for op_id, cls in sorted(registry().items()):
-        noun, verb = op_id.split(".", 1)
+    for op in load_spec():
+        noun, verb = op.op_id.split(".", 1)
         if (noun, verb) in _FIXED:
             continue
         sub = noun_parser(noun, f"{noun} commands").add_parser(
-            verb.replace("_", "-"), help=cls.SUMMARY
+            verb.replace("_", "-"), help=help_text(op.summary)
         )
-        add_op_arguments(sub, cls.PARAMS)
+        add_op_arguments(sub, op.params)
         _add_job_options(sub)
-        sub.set_defaults(op_id=op_id)
+        sub.set_defaults(op_id=op.op_id, op_params=op.params)
     for noun, kind in QUERY_NOUNS.items():
         verbs = noun_parser(noun, f"{noun} commands")
         verbs.add_parser("list", help=f"list {kind}").add_argument("names", nargs="*")
@@ -179,7 +189,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_master(args)
     client = _client(args)
     if getattr(args, "op_id", None):
-        params = collect_op_params(args, registry()[args.op_id].PARAMS)
+        params = collect_op_params(args, args.op_params)
         if args.op_id == "cluster.init" and client.socket_path is not None:
             ensure_master(client.socket_path)
         return _run_job(client, args, [{"op": args.op_id, **params}])
@@ -191,8 +201,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> Client:
     """The local socket unless a remote master is named (``--api-url``/HERD_API_URL)."""
+    from herd.api.client import Client
+
     password = None
     if args.api_user and not os.environ.get("HERD_API_PASSWORD"):
+        import getpass
+
         password = getpass.getpass(f"password for API user {args.api_user}: ")
     return Client(
         args.socket,
@@ -231,6 +245,10 @@ def _run_job(client: Client, args: argparse.Namespace, ops: list[dict[str, Any]]
 
 
 def _run_master(args: argparse.Namespace) -> int:
+    import logging
+
+    from herd.api.client import default_socket
+
     state_dir = args.state_dir or os.environ.get("HERD_STATE_DIR", "/var/lib/herd")
     socket_path = args.socket or default_socket()
     if args.daemon:
@@ -255,6 +273,9 @@ def start_master_background(
     socket_path: str, state_dir: str, wait: float = 15.0, extra: list[str] | None = None
 ) -> None:
     """Start ``herd master`` detached, log to the state dir, return once it answers."""
+    import subprocess
+    from pathlib import Path
+
     if _master_answers(socket_path):
         raise HerdError(f"a herd master already answers at {socket_path}", socket=socket_path)
     Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -292,6 +313,8 @@ def start_master_background(
 
 
 def _master_answers(socket_path: str) -> bool:
+    from herd.api.client import Client
+
     try:
         with Client(socket_path, timeout=2) as c:
             c.info()
@@ -420,6 +443,8 @@ def _user_add(client: Client, args: argparse.Namespace) -> int:
     """The password comes from stdin (a prompt on a terminal), never argv, where ``ps``
     would show it."""
     if sys.stdin.isatty():
+        import getpass
+
         password = getpass.getpass(f"password for {args.name}: ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")

@@ -1,7 +1,9 @@
 """Command-line flags built from each op's parameter list.
 
 Deriving the CLI from the ops' own ``PARAMS`` means a new op parameter is on the command
-line the moment it exists, with the same name, type and help as in the API and docs.
+line the moment it exists, with the same name, type and help as in the API and docs. The
+CLI reads them from the cached spec (``herd.cli.opspec``), not from the ops, so that it
+starts without importing the op catalog.
 
 A secret (``Param(secret=True)``, and the API token) is never taken as a flag's value:
 the command line of every process is readable by every local user (``ps``). It comes
@@ -18,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from herd.cli.opspec import ParamSpec
 from herd.errors import ValidationError
-from herd.ops.params import Param
 
 
-def flag(param: Param) -> str:
+def flag(param: ParamSpec) -> str:
     return "--" + param.name.replace("_", "-")
 
 
@@ -82,69 +84,72 @@ def read_secret(args: argparse.Namespace, name: str) -> str | None:
     return value
 
 
-def add_op_arguments(parser: argparse.ArgumentParser, params: tuple[Param, ...]) -> None:
+def help_text(text: str) -> str:
+    """Text from op docs made safe for argparse, which %-formats every help string."""
+    return text.replace("%", "%%")
+
+
+def add_op_arguments(parser: argparse.ArgumentParser, params: tuple[ParamSpec, ...]) -> None:
     for p in params:
-        help_text = f"{p.doc} ({p.describe_allowed()})" if p.doc else p.describe_allowed()
+        text = help_text(f"{p.doc} ({p.allowed})" if p.doc else p.allowed)
         if p.secret:
-            add_secret_argument(parser, p.name, help_text)
+            add_secret_argument(parser, p.name, text)
         elif p.cli_positional:
             parser.add_argument(
-                p.name, nargs=None if p.required else "?", help=help_text, metavar=p.name.upper()
+                p.name, nargs=None if p.required else "?", help=text, metavar=p.name.upper()
             )
-        elif p.type is bool:
+        elif p.type == "bool":
             parser.add_argument(
                 flag(p),
                 dest=p.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=help_text,
+                help=text,
             )
         else:
             parser.add_argument(
                 flag(p),
                 dest=p.name,
                 default=None,
-                help=help_text,
+                help=text,
                 metavar=p.name.upper(),
                 required=p.required,
             )
 
 
-def collect_op_params(args: argparse.Namespace, params: tuple[Param, ...]) -> dict[str, Any]:
+def collect_op_params(args: argparse.Namespace, params: tuple[ParamSpec, ...]) -> dict[str, Any]:
     """Only what the user gave: omitted flags stay unset so the op's defaults apply."""
     out: dict[str, Any] = {}
     for p in params:
         raw = read_secret(args, p.name) if p.secret else getattr(args, p.name, None)
         if raw is None:
             continue
-        out[p.name] = raw if p.type is bool else convert(p, raw)
+        out[p.name] = raw if p.type == "bool" else convert(p, raw)
     return out
 
 
-def convert(p: Param, raw: str) -> Any:
+def convert(p: ParamSpec, raw: str) -> Any:
     """Turn command-line text into the parameter's type; the op validates the value."""
     try:
-        if p.type is int:
-            return int(raw)
-        if p.type is float:
-            return float(raw)
-        if p.type is list and raw.lstrip().startswith("["):
+        if p.type in _NUMBERS:
+            return _NUMBERS[p.type](raw)
+        if p.type == "list" and raw.lstrip().startswith("["):
             value = json.loads(raw)
             if not isinstance(value, list):
                 raise ValueError("not a list")
             return value
-        if p.type is list:
+        if p.type == "list":
             items = [i for i in raw.split(",") if i != ""]
-            return (
-                [convert(Param(p.name, p.item_type), i) for i in items]
-                if p.item_type in (int, float)
-                else items
-            )
-        if p.type is dict:
+            number = _NUMBERS.get(p.item_type or "")
+            return [number(i) for i in items] if number else items
+        if p.type == "dict":
             return parse_mapping(raw)
     except ValueError:
-        raise ValidationError(p.name, raw, p.describe_allowed()) from None
+        raise ValidationError(p.name, raw, p.allowed) from None
     return raw
+
+
+_NUMBERS: dict[str, type[int] | type[float]] = {"int": int, "float": float}
 
 
 def parse_mapping(raw: str) -> dict[str, Any]:

@@ -11,14 +11,13 @@ import pytest
 from herd.cli.main import build_parser
 from herd.cli.opargs import collect_op_params, read_secret
 from herd.errors import ValidationError
-from herd.ops.base import registry
 
 SECRET = "ab" * 32
 
 
 def init_params(*argv: str) -> dict[str, object]:
     args = build_parser().parse_args(["cluster", "init", "c1", "--master-node", "n1", *argv])
-    return collect_op_params(args, registry()["cluster.init"].PARAMS)
+    return collect_op_params(args, args.op_params)
 
 
 @pytest.mark.parametrize(
