@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from herd.errors import PrerequisiteError
+from herd.errors import NotFoundError, PrerequisiteError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
 from herd.ops.instance_base import (
@@ -23,6 +23,7 @@ from herd.ops.instance_base import (
 )
 from herd.ops.instance_common import disk_arg, instance_nodes, instance_spec
 from herd.ops.params import Param, check_name, check_os_name
+from herd.ops.undo import undo_handler
 
 
 @register
@@ -115,6 +116,19 @@ class InstanceReboot(InstanceOp):
         return {"changed": True, "type": self.params["type"]}
 
 
+@undo_handler("instance.settle_admin")
+def _settle_admin(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Back to "up" only if the guest really still runs on its primary (and the
+    instance is still there: a removal that got as far as the config is done)."""
+    try:
+        inst = ctx.store.get("instance", args["uuid"])
+    except NotFoundError:
+        return
+    state = runtime_state(ctx, inst, ctx.store.get("node", inst.primary_node))
+    if state and state.get("state") == "running":
+        set_admin_state(ctx, inst, "up")
+
+
 @register
 class InstanceRemove(InstanceOp):
     OP_ID = "instance.remove"
@@ -154,6 +168,12 @@ class InstanceRemove(InstanceOp):
     def run(self, ctx: OpContext) -> Any:
         inst = self.instance(ctx)
         problems = []
+        if inst.admin_state == "up":
+            # Marked down before the guest stops, so a removal cut short (the master
+            # dying, say) leaves no "up but stopped" instance for a watcher to restart.
+            ctx.undo(f"mark {inst.name} up again if it still runs", "instance.settle_admin",
+                     uuid=inst.uuid)  # fmt: skip
+            set_admin_state(ctx, inst, "down")
         for uuid in [inst.primary_node, *inst.secondary_nodes]:
             node = ctx.store.get("node", uuid)
             try:
