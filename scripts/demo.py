@@ -130,7 +130,7 @@ def build_cluster(cluster: str, nodes: int, secret: str | None) -> None:
 
 
 def domain_secret(cluster: str) -> str:
-    dump = json.loads(herd(cluster, "config", "dump", capture=True))
+    dump = json.loads(herd(cluster, "config", "dump", "--with-secrets", capture=True))
     return dump["objects"]["cluster"][0]["domain_secret"]
 
 
