@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from herd import __version__
@@ -52,7 +53,14 @@ LIST_COLUMNS = {
 QUERY_NOUNS = {"group": "nodegroups", "node": "nodes", "instance": "instances"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command tree, or with ``argv`` only the branch it names.
+
+    argparse spends most of the CLI's start-up building parsers (and looking up their
+    translations) for commands nobody asked for, so given ``argv`` a noun's verbs and a
+    verb's options are added only when a word of ``argv`` names them; the others get just
+    their name and help line, which is all ``--help`` and "invalid choice" need.
+    """
     parser = argparse.ArgumentParser(prog="herd", description="Ganeti-style cluster manager")
     parser.add_argument("--version", action="version", version=f"herd {__version__}")
     parser.add_argument("--socket", default=None, help="master API socket (env HERD_SOCKET)")
@@ -69,9 +77,114 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-ca", default=None, help="cluster CA file to verify the master (env HERD_API_CA)"
     )
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
-    nouns = parser.add_subparsers(dest="noun", required=True, metavar="COMMAND")
+    tree = _Tree(parser.add_subparsers(dest="noun", required=True, metavar="COMMAND"), argv)
 
-    master = nouns.add_parser("master", help="run the master daemon")
+    if master := tree.command("master", "run the master daemon"):
+        _add_master_options(master)
+
+    if jl := tree.verb("job", "the job queue", "list", "list jobs, newest first"):
+        jl.add_argument("--status", default=None)
+        jl.add_argument("--limit", type=int, default=50)
+    for verb, text in (
+        ("info", "show one job"),
+        ("cancel", "cancel a job not yet running"),
+        ("watch", "follow a job's log until it ends"),
+    ):
+        if sub := tree.verb("job", "", verb, text):
+            sub.add_argument("job_id", type=int)
+
+    cfg = "whole-state backup"
+    if cfg_dump := tree.verb(
+        "config", cfg, "dump", "print the whole state as JSON, secrets redacted"
+    ):
+        cfg_dump.add_argument(
+            "--file", default=None, help="write to this file (mode 0600) instead of stdout"
+        )
+        cfg_dump.add_argument(
+            "--with-secrets",
+            action="store_true",
+            help="include the domain secret and DRBD secrets (root on the master only); "
+            "'config restore' needs such a dump",
+        )
+    if restore := tree.verb("config", cfg, "restore", "replace the whole state from a dump file"):
+        restore.add_argument("file")
+        _add_job_options(restore)
+
+    tree.verb("queue", "queue settings", "info", "show limits and counts")
+    if qs := tree.verb("queue", "", "set", "change limits at run time"):
+        qs.add_argument("--max-running", type=int, required=True)
+
+    tree.verb("lock", "locks", "list", "show held and wanted locks")
+
+    for noun, text in (
+        ("token", "API tokens for the HTTPS API (root on the master)"),
+        ("user", "API users for the HTTPS API (root on the master)"),
+    ):
+        create, what = ("create", "create a token and print it (shown only once)")
+        if noun == "user":
+            create, what = ("add", "add a user; the password is read from stdin")
+        if sub := tree.verb(noun, text, create, what):
+            sub.add_argument("name")
+            sub.add_argument("--read-only", action="store_true", help="may only read (GET)")
+        tree.verb(noun, text, "list", f"list {noun}s" + (" (names only)" * (noun == "token")))
+        drop = "revoke" if noun == "token" else "remove"
+        if sub := tree.verb(noun, text, drop, f"{drop} a {noun}"):
+            sub.add_argument("name")
+
+    for op in load_spec():
+        noun, verb = op.op_id.split(".", 1)
+        if (noun, verb) in _FIXED:
+            continue
+        cli_verb = verb.replace("_", "-")
+        if sub := tree.verb(noun, f"{noun} commands", cli_verb, help_text(op.summary)):
+            add_op_arguments(sub, op.params)
+            _add_job_options(sub)
+            sub.set_defaults(op_id=op.op_id, op_params=op.params)
+    for noun, kind in QUERY_NOUNS.items():
+        for verb, text in (("list", f"list {kind}"), ("info", f"details of {kind}")):
+            if sub := tree.verb(noun, f"{noun} commands", verb, text):
+                sub.add_argument("names", nargs="*")
+    tree.verb("cluster", "cluster commands", "info", "cluster settings")
+    tree.verb("cluster", "", "ca", "print the cluster CA certificate (PEM) to verify HTTPS with")
+    return parser
+
+
+class _Tree:
+    """Nouns and verbs added to the parser, filled in only where ``argv`` asks for them."""
+
+    def __init__(self, nouns: Any, argv: Collection[str] | None) -> None:
+        self.nouns = nouns
+        self.words = None if argv is None else set(argv)
+        self.verbs: dict[str, Any] = {}
+
+    def wanted(self, word: str) -> bool:
+        return self.words is None or word in self.words
+
+    def command(self, noun: str, text: str) -> argparse.ArgumentParser | None:
+        """A noun with no verbs; its parser if its options are wanted."""
+        sub = self.nouns.add_parser(noun, help=text)
+        return sub if self.wanted(noun) else None
+
+    def verb(
+        self, noun: str, noun_help: str, verb: str, text: str
+    ) -> argparse.ArgumentParser | None:
+        """Add ``noun verb``; its parser if its options are wanted, else None.
+
+        ``noun_help`` counts where the noun first appears; later calls may pass "".
+        """
+        if noun not in self.verbs:
+            verbs = self.nouns.add_parser(noun, help=noun_help).add_subparsers(
+                dest="verb", required=True
+            )
+            self.verbs[noun] = verbs if self.wanted(noun) else None
+        verbs = self.verbs[noun]
+        if verbs is None:
+            return None
+        sub = verbs.add_parser(verb, help=text)
+        return sub if self.wanted(verb) else None
+
+
+def _add_master_options(master: argparse.ArgumentParser) -> None:
     master.add_argument("--state-dir", default=None, help="state directory (env HERD_STATE_DIR)")
     master.add_argument("--max-running", type=int, default=None)
     master.add_argument("--log-level", default="INFO")
@@ -83,80 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the API over HTTPS here, e.g. 0.0.0.0:8443 (env HERD_HTTPS_BIND)",
     )
 
-    subparsers: dict[str, Any] = {}
-
-    def noun_parser(noun: str, text: str) -> Any:
-        if noun not in subparsers:
-            subparsers[noun] = nouns.add_parser(noun, help=text).add_subparsers(
-                dest="verb", required=True
-            )
-        return subparsers[noun]
-
-    job = noun_parser("job", "the job queue")
-    jl = job.add_parser("list", help="list jobs, newest first")
-    jl.add_argument("--status", default=None)
-    jl.add_argument("--limit", type=int, default=50)
-    for verb, text in (
-        ("info", "show one job"),
-        ("cancel", "cancel a job not yet running"),
-        ("watch", "follow a job's log until it ends"),
-    ):
-        job.add_parser(verb, help=text).add_argument("job_id", type=int)
-
-    cfg = noun_parser("config", "whole-state backup")
-    cfg_dump = cfg.add_parser("dump", help="print the whole state as JSON, secrets redacted")
-    cfg_dump.add_argument(
-        "--file", default=None, help="write to this file (mode 0600) instead of stdout"
-    )
-    cfg_dump.add_argument(
-        "--with-secrets",
-        action="store_true",
-        help="include the domain secret and DRBD secrets (root on the master only); "
-        "'config restore' needs such a dump",
-    )
-    restore = cfg.add_parser("restore", help="replace the whole state from a dump file")
-    restore.add_argument("file")
-    _add_job_options(restore)
-
-    queue = noun_parser("queue", "queue settings")
-    queue.add_parser("info", help="show limits and counts")
-    qs = queue.add_parser("set", help="change limits at run time")
-    qs.add_argument("--max-running", type=int, required=True)
-
-    noun_parser("lock", "locks").add_parser("list", help="show held and wanted locks")
-
-    token = noun_parser("token", "API tokens for the HTTPS API (root on the master)")
-    tc = token.add_parser("create", help="create a token and print it (shown only once)")
-    tc.add_argument("name")
-    tc.add_argument("--read-only", action="store_true", help="may only read (GET)")
-    token.add_parser("list", help="list tokens (names only)")
-    token.add_parser("revoke", help="revoke a token").add_argument("name")
-    user = noun_parser("user", "API users for the HTTPS API (root on the master)")
-    ua = user.add_parser("add", help="add a user; the password is read from stdin")
-    ua.add_argument("name")
-    ua.add_argument("--read-only", action="store_true", help="may only read (GET)")
-    user.add_parser("list", help="list users")
-    user.add_parser("remove", help="remove a user").add_argument("name")
-
-    for op in load_spec():
-        noun, verb = op.op_id.split(".", 1)
-        if (noun, verb) in _FIXED:
-            continue
-        sub = noun_parser(noun, f"{noun} commands").add_parser(
-            verb.replace("_", "-"), help=help_text(op.summary)
-        )
-        add_op_arguments(sub, op.params)
-        _add_job_options(sub)
-        sub.set_defaults(op_id=op.op_id, op_params=op.params)
-    for noun, kind in QUERY_NOUNS.items():
-        verbs = noun_parser(noun, f"{noun} commands")
-        verbs.add_parser("list", help=f"list {kind}").add_argument("names", nargs="*")
-        verbs.add_parser("info", help=f"details of {kind}").add_argument("names", nargs="*")
-    cluster = noun_parser("cluster", "cluster commands")
-    cluster.add_parser("info", help="cluster settings")
-    cluster.add_parser("ca", help="print the cluster CA certificate (PEM) to verify HTTPS with")
-    return parser
-
 
 def _add_job_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--submit", action="store_true", help="print the job id and return")
@@ -166,8 +205,8 @@ def _add_job_options(sub: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(words).parse_args(words)
     try:
         return _dispatch(args)
     except HerdError as exc:
