@@ -32,21 +32,30 @@ def test_parsing_a_command_imports_no_op_and_no_crypto() -> None:
     assert heavy == []
 
 
-def _commands() -> list[list[str]]:
-    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        found = [prefix]
-        for action in subs:
-            for name, child in action.choices.items():
-                found += walk(child, [*prefix, name])
-        return found
+def _tree() -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command of the whole tree (as tests and docs build it), by its words."""
 
-    return walk(build_parser(), [])
+    def walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> None:
+        found[prefix] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, (*prefix, name))
+
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    walk(build_parser(), ())
+    return found
 
 
-@pytest.mark.parametrize("command", _commands(), ids=" ".join)
-def test_every_help_works(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+TREE = _tree()
+
+
+@pytest.mark.parametrize("command", list(TREE), ids=" ".join)
+def test_every_help_works(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    """Also that the branch main() builds for argv alone reads as in the whole tree."""
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    assert out.strip()
+    assert out == TREE[command].format_help()
