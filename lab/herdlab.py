@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import labkit
 
@@ -438,10 +439,89 @@ def _run(
     return labkit.run(argv, LabError, check=check, input=input)
 
 
+#: Packages the lab host has: lab nodes share its filesystem, so nothing may be installed.
+LAB_PACKAGES = ["openssh-server", "python3", "iproute2", "socat", "qemu-utils"]
+
+
+def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
+    """An Ansible inventory (YAML inventory shape, written as JSON) for lab ``name``.
+
+    Everything a playbook run needs that only the lab knows: the nodes' addresses, the
+    cluster key, a known_hosts file of the nodes' host keys (written beside the lab's
+    state, so host key checking stays on), the sshd drop-in path each node checks (nodes
+    share the host's /etc, so the default would be the host's own), and the master's
+    state directory and socket inside the lab directory so ``down`` removes them too.
+    Groups: ``herd_masters`` holds ``controller``, this host, which the nodes reach at
+    the lab's controller address; ``herd_nodes`` holds ``n1``..``nN``.
+    """
+    lab = load(name, root)
+    known_hosts = Path(lab.dir) / "known_hosts"
+    known_hosts.write_text(
+        "".join(f"{_known_host(n.ip, n.port)} {n.host_key}\n" for n in lab.nodes),
+        encoding="utf-8",
+    )
+    nodes = {
+        f"n{i}": {
+            "ansible_host": node.ip,
+            "ansible_port": node.port,
+            "herd_node_name": node.name,
+            "herd_node_host_key": node.host_key,
+            "herd_node_sshd_config_path": str(Path(node.dir) / "herd-sshd.conf"),
+        }
+        for i, node in enumerate(lab.nodes, 1)
+    }
+    controller = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "herd_master_state_dir": str(Path(lab.dir) / "master"),
+        "herd_master_socket": str(Path(lab.dir) / "master.sock"),
+    }
+    node_vars = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": lab.key_path,
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} "
+        "-o StrictHostKeyChecking=yes",
+        # Labs reuse addresses. An SSH control master of an earlier lab (it lingers for
+        # ControlPersist after its namespace is gone) found under the same ip-port-user
+        # name would take the new connection and hang it; control sockets in the lab's
+        # own directory die with it.
+        "ansible_control_path_dir": str(Path(lab.dir) / "ssh"),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "herd_node_packages": LAB_PACKAGES,
+    }
+    return {
+        "all": {
+            "vars": {
+                "herd_lab": lab.name,
+                "herd_python": sys.executable,
+                "herd_bootstrap_key": lab.key_path,
+            },
+            "children": {
+                "herd_masters": {"hosts": {"controller": controller}},
+                "herd_nodes": {"hosts": nodes, "vars": node_vars},
+            },
+        }
+    }
+
+
+def _known_host(ip: str, port: int) -> str:
+    """How OpenSSH names a host in known_hosts: bare on port 22, ``[ip]:port`` otherwise."""
+    return ip if port == 22 else f"[{ip}]:{port}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     helps = ("build (or reuse) a lab", "remove a lab completely", "show every lab and its nodes")
     defaults = (DEFAULT_ROOT, "a", 3)
-    return labkit.cli(argv, "herdlab", __doc__, defaults, LabError, helps, (up, down, status))
+    extra = {
+        "inventory": (
+            "print an Ansible inventory for a lab (save it as a .json file, use it with -i)",
+            lambda a: inventory(a.name, a.root),
+        )
+    }
+    lab = (up, down, status)
+    return labkit.cli(
+        argv, "herdlab", __doc__, defaults, LabError, helps, lab, extra, named=("inventory",)
+    )
 
 
 if __name__ == "__main__":

@@ -289,11 +289,13 @@ def cli(
     helps: tuple[str, str, str],
     lab: tuple[Callable[[str, int, Path], Any], Callable[[str, Path], None], Callable[[Path], Any]],
     extra: dict[str, tuple[str, Command]] | None = None,
+    named: tuple[str, ...] = (),
 ) -> int:
     """A lab CLI: ``--root``, any ``extra`` commands, then ``up``/``down``/``status`` (the
     lab's three functions, with ``helps``); a command's result is printed as JSON.
 
-    ``defaults`` are the root, lab name and node count.  The lab's own ``error`` becomes
+    ``defaults`` are the root, lab name and node count; ``up``, ``down`` and the ``named``
+    extra commands act on one lab, chosen by ``--name``.  The lab's own ``error`` becomes
     a one-line message and exit status 1.
     """
     root, name, nodes = defaults
@@ -309,7 +311,7 @@ def cli(
     sub = parser.add_subparsers(dest="command", required=True)
     for command, (help_text, _) in commands.items():
         p = sub.add_parser(command, help=help_text)
-        if command in ("up", "down"):
+        if command in ("up", "down", *named):
             p.add_argument("--name", default=name)
         if command == "up":
             p.add_argument("--nodes", type=int, default=nodes)
