@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import herdlab
@@ -94,6 +95,20 @@ def test_down_removes_everything_even_when_the_test_failed() -> None:
     assert lab is not None
     assert leftovers(lab) == []
     herdlab.down(name)
+
+
+def test_down_stops_a_host_process_run_from_the_lab_directory() -> None:
+    """As the lab inventory places the master: state and socket inside the lab dir."""
+    name = f"pt{os.getpid()}m"
+    lab = herdlab.up(name, 1, owner_pid=os.getpid())
+    try:
+        script = Path(lab.dir) / "fake-master.py"
+        script.write_text("import time\ntime.sleep(600)\n")
+        master = subprocess.Popen([sys.executable, str(script)])
+    finally:
+        herdlab.down(name)
+    assert master.wait(timeout=60) < 0  # ended by a signal, not by itself
+    assert leftovers(lab) == []
 
 
 def test_down_cleans_up_after_a_partial_up() -> None:
