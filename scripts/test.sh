@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ruff check .
 ruff format --check .
+# ansible-test sanity, full default set, on the tarball the collection ships as.
+bash tests/ansible/run-sanity.sh
 python3 -m pytest -q "$@"
