@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import herdlab
 import pytest
 
-from herd.api.client import Client
+from herd.client import Client
 from tests.ansible.integration.runner import REPO, Run, lab_nodes, local_host, play
 from tests.conftest import make_lab
 from tests.engine.harness import ThreadMaster, start_thread_master
@@ -25,8 +25,6 @@ from tests.engine.harness import ThreadMaster, start_thread_master
 pytestmark = pytest.mark.lab
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
-#: Packages the lab host has: lab nodes share its filesystem, and the test must not install.
-LAB_PACKAGES = ["openssh-server", "python3", "iproute2", "socat", "qemu-utils"]
 
 
 # --- the modules, one task each, against a master running in this process ---------------
@@ -156,55 +154,23 @@ def _master_pids(state_dir: Path) -> list[int]:
     return pids
 
 
-def site_inventory(lab: Any, state_dir: Path, socket: Path) -> dict[str, Any]:
-    nodes = {}
-    for i, node in enumerate(lab.nodes, 1):
-        nodes[f"n{i}"] = {
-            "ansible_host": node.ip,
-            "ansible_port": node.port,
-            "herd_node_name": node.name,
-            "herd_node_sshd_config_path": str(Path(node.dir) / "herd-sshd.conf"),
-        }
-    nodes["n1"]["herd_node_host_key"] = lab.nodes[0].host_key
-    return {
-        "all": {
-            "vars": {
-                "herd_cluster_name": "beta",
-                "herd_python": sys.executable,
-                "herd_bootstrap_key": lab.key_path,
-            },
-            "children": {
-                "herd_masters": {
-                    "hosts": {
-                        "controller": {
-                            **local_host(),
-                            "herd_master_state_dir": str(state_dir),
-                            "herd_master_socket": str(socket),
-                            "herd_cluster_master_host": "n1",
-                            "herd_cluster_settings": {"enabled_hypervisors": ["fake"]},
-                        }
-                    }
-                },
-                "herd_nodes": {
-                    "vars": {
-                        "ansible_user": "root",
-                        "ansible_ssh_private_key_file": lab.key_path,
-                        "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null",
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                        "herd_node_packages": LAB_PACKAGES,
-                    },
-                    "hosts": nodes,
-                },
-            },
-        }
-    }
+def site_inventory(lab: Any) -> dict[str, Any]:
+    """The lab's own inventory (``herdlab.py inventory``, as the user guide has it), plus
+    the cluster's settings."""
+    inventory = herdlab.inventory(lab.name)
+    inventory["all"]["vars"]["herd_cluster_name"] = "beta"
+    controller = inventory["all"]["children"]["herd_masters"]["hosts"]["controller"]
+    controller["herd_cluster_master_host"] = "n1"
+    controller["herd_cluster_settings"] = {"enabled_hypervisors": ["fake"]}
+    return inventory
 
 
 @pytest.fixture
-def site_lab(tmp_path: Path) -> Iterator[tuple[Any, Path, Path]]:
+def site_lab() -> Iterator[tuple[Any, Path, Path]]:
     labs = make_lab("y", 2)
     lab = next(labs)
-    state_dir, socket = tmp_path / "master-state", tmp_path / "master.sock"
+    # Where the lab inventory places the master.
+    state_dir, socket = Path(lab.dir) / "master", Path(lab.dir) / "master.sock"
     try:
         yield lab, state_dir, socket
     finally:
@@ -217,7 +183,7 @@ def test_site_builds_the_cluster_and_a_second_run_changes_nothing(
     collections: Path, site_lab: tuple[Any, Path, Path], tmp_path: Path
 ) -> None:
     lab, state_dir, socket = site_lab
-    inventory = site_inventory(lab, state_dir, socket)
+    inventory = site_inventory(lab)
     site = REPO / "playbooks" / "site.yml"
     first = play(collections, tmp_path / "site1", inventory, site)
     assert first.rc == 0 and first.failed() == 0, first.stats
@@ -229,6 +195,9 @@ def test_site_builds_the_cluster_and_a_second_run_changes_nothing(
     second = play(collections, tmp_path / "site2", inventory, site)
     assert second.rc == 0 and second.changed() == 0, second.stats
     assert len(_master_pids(state_dir)) == 1
+    # Check mode on a healthy cluster: every read still runs, nothing fails or changes.
+    checked = play(collections, tmp_path / "site3", inventory, site, cmdline="--check --diff")
+    assert checked.rc == 0 and checked.failed() == 0 and checked.changed() == 0, checked.stats
 
     client = Client(str(socket))
     try:
