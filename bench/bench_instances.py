@@ -18,7 +18,7 @@ import time
 
 from lab_cluster import create_op, lab_cluster, remove_all
 
-from herd.api.client import Client
+from herd.client import Client
 
 GANETI_SERIAL_S = 1.1
 GANETI_CONCURRENT_PER_MIN = 10 / 11.0 * 60

@@ -18,7 +18,7 @@ from typing import Any
 
 from lab_cluster import create_op, lab_cluster, remove_all
 
-from herd.api.client import Client
+from herd.client import Client
 
 
 def round_trip(

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.errors import MasterUnreachableError
 
 TARGET_ROUND_TRIP_S = 0.050

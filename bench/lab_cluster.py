@@ -17,7 +17,7 @@ from typing import Any
 
 from bench_queue import start_master
 
-from herd.api.client import Client
+from herd.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 

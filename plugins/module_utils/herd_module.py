@@ -23,9 +23,6 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdJobTimeout,
 )
 
-#: Job states in which a job can still change the cluster.
-UNFINISHED = ("queued", "waiting", "running")
-
 #: Keys under which the master's objects keep secrets: the cluster domain secret and a DRBD
 #: disk's shared secret (the engine declares them in herd.config.model; a unit test keeps
 #: the two sets equal). The master already redacts them; hiding them here too means no
@@ -44,15 +41,14 @@ def redact(value: Any, hide: bool = False) -> Any:
 
 
 def pending_job(client: HerdClient, op_id: str, name: str) -> int | None:
-    """The id of an unfinished job with an ``op_id`` op on object ``name``, if any."""
-    for status in UNFINISHED:
-        for item in client.request("GET", "/v1/jobs", params={"status": status})["items"]:
-            if op_id not in item["summary"].split(","):
-                continue
-            ops = client.job(item["id"])["ops"]
-            if any(o["op"] == op_id and o["params"].get("name") == name for o in ops):
-                return int(item["id"])
-    return None
+    """The id of an unfinished job with an ``op_id`` op on object ``name``, if any.
+
+    The master filters: listing every job and reading each one would cost a request per
+    job in the queue's history, on every rerun of every task.
+    """
+    params = {"status": "unfinished", "op": op_id, "name": name}
+    items = client.request("GET", "/v1/jobs", params=params)["items"]
+    return int(items[0]["id"]) if items else None
 
 
 def job_changed(job: dict[str, Any]) -> bool:
@@ -121,27 +117,61 @@ class HerdModule:
             ),
         )
 
-    def apply(self, ops: list[dict[str, Any]], what: str) -> bool:
+    def reason(self, what: str) -> list[list[Any]]:
+        """The job's reason trail: which module asked for it and why, for ``herd job info``."""
+        return [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
+
+    def apply(
+        self,
+        ops: list[dict[str, Any]],
+        what: str,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
         """Submit ``ops`` as one job unless in check mode; True when the job has finished.
 
         One job per task keeps multi-step changes (add, then drain) atomic in the master's
-        queue and gives the playbook a single job id to follow.
+        queue and gives the playbook a single job id to follow. A ``dry_run`` job only
+        reports what it would change, so it is submitted in check mode too, always waited
+        for, and is no change itself: the module judges ``changed`` from its result.
+        ``timeout`` overrides the task's for a module that shares one deadline among jobs.
         """
         if not ops:
             return False
-        if self.module.check_mode:
+        if self.module.check_mode and not dry_run:
             self.changed = True
             return False
-        reason = [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
-        job_id = self.client.submit(ops, reason)
+        job_id = self.client.submit(ops, self.reason(what))
         # Only an accepted job can change anything: a refused submission fails unchanged.
-        self.changed = True
+        self.changed = self.changed or not dry_run
         self.job_ids.append(job_id)
-        if not self.params["wait"]:
+        if not (self.params["wait"] or dry_run):
             return False
-        job = self.client.wait(job_id, self.params["timeout"], self.job_log.append)
+        wait = self.params["timeout"] if timeout is None else timeout
+        job = self.client.wait(job_id, wait, self.job_log.append)
         self.result = last_result(job)
         return True
+
+    def reconcile(
+        self,
+        query: Callable[[], dict[str, Any] | None],
+        plan: Callable[[dict[str, Any] | None], tuple[list[dict[str, Any]], dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Bring the object ``query`` reads to the declared state; the task's result values.
+
+        The ops ``plan`` derives from the object are applied and, once their job has run,
+        the object is read again so the result shows it as it is now; before that (check
+        mode, ``wait=false``) it shows it as it was. The object is reported under the
+        module's name, with the Ansible diff when anything differs.
+        """
+        current = query()
+        ops, diff = plan(current)
+        if self.apply(ops, f"{self.name} {self.params['name']} state={self.params['state']}"):
+            current = query()
+        result: dict[str, Any] = {self.name: current}
+        if diff:
+            result["diff"] = diff
+        return result
 
     def adopt(self, op_id: str, name: str) -> bool:
         """Wait for an unfinished ``op_id`` job on ``name``; True if there was one.
@@ -168,8 +198,7 @@ class HerdModule:
         queries, so reading it takes a job; it runs in check mode too, since it changes
         nothing, and is not reported as a change.
         """
-        reason = [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
-        job_id = self.client.submit([op], reason)
+        job_id = self.client.submit([op], self.reason(what))
         return last_result(self.client.wait(job_id, self.params["timeout"]))
 
     def run(self, body: Callable[[HerdModule], dict[str, Any]]) -> NoReturn:

@@ -94,7 +94,7 @@ options:
     type: dict
   diskparams:
     description:
-      - 'Disk parameters per disk template, for example C({drbd: {resync-rate: 61440}}).'
+      - 'Disk parameters per disk template, for example C({drbd: {resync_rate: 61440}}).'
     type: dict
   nicparams:
     description:
@@ -150,7 +150,7 @@ EXAMPLES = r"""
     name: herd1.example.com
     diskparams:
       drbd:
-        resync-rate: 61440
+        resync_rate: 61440
 
 - name: Destroy the (single-node, empty) cluster
   herd.cluster.cluster:
@@ -277,14 +277,7 @@ def plan(
 
 
 def run(herd: HerdModule) -> dict[str, Any]:
-    current = herd.client.cluster()
-    ops, diff = plan(current, herd.params)
-    if herd.apply(ops, f"cluster {herd.params['name']} state={herd.params['state']}"):
-        current = herd.client.cluster()
-    result: dict[str, Any] = {"cluster": current}
-    if diff:
-        result["diff"] = diff
-    return result
+    return herd.reconcile(herd.client.cluster, lambda current: plan(current, herd.params))
 
 
 def main() -> None:

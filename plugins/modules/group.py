@@ -62,7 +62,7 @@ options:
     type: dict
   diskparams:
     description:
-      - 'Disk parameters per disk template, for example C({drbd: {resync-rate: 61440}}).'
+      - 'Disk parameters per disk template, for example C({drbd: {resync_rate: 61440}}).'
     type: dict
   hvparams:
     description:
@@ -82,7 +82,7 @@ EXAMPLES = r"""
     alloc_policy: last_resort
     diskparams:
       drbd:
-        resync-rate: 61440
+        resync_rate: 61440
 
 - name: Rename group rack2 to row-b (idempotent)
   herd.cluster.group:
@@ -107,7 +107,7 @@ group:
     name: rack2
     alloc_policy: last_resort
     ndparams: {}
-    diskparams: {drbd: {resync-rate: 61440}}
+    diskparams: {drbd: {resync_rate: 61440}}
     hvparams: {}
     tags: []
     uuid: 0b8d5d0e-2f0e-4b5e-9a59-2a0c1e0f4c11
@@ -186,14 +186,14 @@ def plan(
 def run(herd: HerdModule) -> dict[str, Any]:
     name = herd.params["name"]
     rename_from = herd.params.get("rename_from")
-    current = herd.client.query_one("nodegroups", name)
     previous = herd.client.query_one("nodegroups", rename_from) if rename_from else None
-    ops, diff = plan(current, previous, herd.params)
-    if herd.apply(ops, f"group {name} state={herd.params['state']}"):
-        current = herd.client.query_one("nodegroups", name)
-    result: dict[str, Any] = {"group": current if current is not None else previous}
-    if diff:
-        result["diff"] = diff
+    result = herd.reconcile(
+        lambda: herd.client.query_one("nodegroups", name),
+        lambda current: plan(current, previous, herd.params),
+    )
+    # Until a rename has run, the group is still known by its old name.
+    if result["group"] is None:
+        result["group"] = previous
     return result
 
 

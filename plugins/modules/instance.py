@@ -217,7 +217,7 @@ EXAMPLES = r"""
     state: running
     disk_template: file
     disks: [10G]
-    os: herd-image+default
+    os: herd-image+tiny
     memory: 1024
     vcpus: 2
     tags: [web]
@@ -271,7 +271,7 @@ instance:
     disk_template: file
     primary_node_name: node2.example.com
     secondary_node_names: []
-    os: herd-image+default
+    os: herd-image+tiny
     beparams: {memory: 1024, vcpus: 2}
     disks: [{size_mib: 10240, mode: rw, template: file}]
     nics: [{mac: "aa:00:00:12:34:56", mode: bridged, link: br0}]
@@ -595,16 +595,14 @@ def adopt(herd: HerdModule, name: str) -> dict[str, Any] | None:
 
 def run(herd: HerdModule) -> dict[str, Any]:
     name = herd.params["name"]
-    current = herd.client.query_one("instances", name)
-    if current is None and herd.params["state"] != "absent":
-        current = adopt(herd, name)
-    ops, diff = plan(current, herd.params)
-    if herd.apply(ops, f"instance {name} state={herd.params['state']}"):
-        current = herd.client.query_one("instances", name)
-    result: dict[str, Any] = {"instance": current}
-    if diff:
-        result["diff"] = diff
-    return result
+
+    def current() -> dict[str, Any] | None:
+        found = herd.client.query_one("instances", name)
+        if found is None and herd.params["state"] != "absent":
+            return adopt(herd, name)
+        return found
+
+    return herd.reconcile(current, lambda found: plan(found, herd.params))
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ instances:
       primary_node_name: node2.example.com
       secondary_node_names: [node3.example.com]
       hypervisor: kvm
-      os: herd-image+default
+      os: herd-image+tiny
       beparams: {memory: 1024}
       disks: [{size_mib: 10240, mode: rw, template: drbd}]
       nics: [{mac: "aa:00:00:12:34:56", mode: bridged, link: br0}]

@@ -226,15 +226,10 @@ def plan(
 
 
 def run(herd: HerdModule) -> dict[str, Any]:
-    name = herd.params["name"]
-    current = herd.client.query_one("nodes", name)
-    ops, diff = plan(current, herd.params)
-    if herd.apply(ops, f"node {name} state={herd.params['state']}"):
-        current = herd.client.query_one("nodes", name)
-    result: dict[str, Any] = {"node": current}
-    if diff:
-        result["diff"] = diff
-    return result
+    return herd.reconcile(
+        lambda: herd.client.query_one("nodes", herd.params["name"]),
+        lambda current: plan(current, herd.params),
+    )
 
 
 def main() -> None:

@@ -262,14 +262,11 @@ def run(herd: HerdModule) -> dict[str, Any]:
         "dry_run": herd.module.check_mode,
     }
     op.update({k: p[k] for k in ("iallocator", "target_group") if p[k] is not None})
-    reason = [[f"ansible:herd.cluster.{herd.name}", f"evacuate node {p['name']}", time.time()]]
-    job_id = herd.client.submit([op], reason)
-    herd.job_ids.append(job_id)
-    if not p["wait"] and not herd.module.check_mode:
-        herd.changed = True
+    what = f"evacuate node {p['name']}"
+    remaining = max(deadline - time.monotonic(), 0.0)
+    if not herd.apply([op], what, dry_run=herd.module.check_mode, timeout=remaining):
         return result
-    done = herd.client.wait(job_id, max(deadline - time.monotonic(), 0.0), herd.job_log.append)
-    evac = done["ops"][0]["result"]
+    evac = herd.result or {}
     # A dry run changes nothing itself but tells what a real run would change.
     herd.changed = bool(evac["changed"] or evac["jobs"] or evac["drained_now"])
     for key in ("plan", "failed", "jobs", "drained_now"):

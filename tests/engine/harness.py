@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.config import Node, SQLiteStore
 from herd.master.daemon import Master
 from tests.conftest import make_lab

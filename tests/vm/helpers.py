@@ -46,12 +46,7 @@ def drbd_cluster(
     templates: list[str],
 ) -> Iterator[ThreadMaster]:
     """A master in-process with both guests as nodes; cleaned up for the next module."""
-    for node in lab.nodes:
-        # What the node role does on real hosts: the agent's state dir and the volume group.
-        node.ssh(
-            "mkdir -p /var/lib/herd-node && { vgs herd >/dev/null 2>&1 || "
-            "{ pvcreate -q /dev/vdb; vgcreate -q herd /dev/vdb; }; }"
-        )
+    prepare_nodes(lab)
     mp = pytest.MonkeyPatch()
     mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
     running = start_thread_master(tmp_path_factory.mktemp("master"))
@@ -81,8 +76,32 @@ def drbd_cluster(
             )
         running.stop()
         mp.undo()
-        for node in lab.nodes:
-            node.ssh(SCRUB, check=False)
+        scrub_nodes(lab)
+
+
+def prepare_nodes(lab: vmnodes.VMLab) -> None:
+    """What the node role does on real hosts: the agent's state dir and the volume group."""
+    for node in lab.nodes:
+        node.ssh(
+            "mkdir -p /var/lib/herd-node && { vgs herd >/dev/null 2>&1 || "
+            "{ pvcreate -q /dev/vdb; vgcreate -q herd /dev/vdb; }; }"
+        )
+
+
+def scrub_nodes(lab: vmnodes.VMLab) -> None:
+    """Leave the session's guests as the next module expects them, whatever a test left."""
+    for node in lab.nodes:
+        node.ssh(SCRUB, check=False)
+
+
+def dual_primaries(lab: vmnodes.VMLab) -> list[str]:
+    """Every DRBD minor Primary on both sides, as each guest's /proc/drbd reports it."""
+    return [
+        f"{node.name}: {line.strip()}"
+        for node in lab.nodes
+        for line in node.ssh("cat /proc/drbd").stdout.splitlines()
+        if "ro:Primary/Primary" in line
+    ]
 
 
 def disk_params(running: ThreadMaster, name: str) -> dict[str, Any]:

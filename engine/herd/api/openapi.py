@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from herd.api.server import Route
-from herd.jobs.job import FINAL, PRIO_MAX, PRIO_MIN, STATUSES
+from herd.jobs.job import FINAL, PRIO_MAX, PRIO_MIN, STATUSES, UNFINISHED
 from herd.ops import exposure
 from herd.ops.base import Op
 from herd.ops.params import Param
@@ -30,7 +30,13 @@ _JSON_TYPES = {
 #: The shapes of the query parameters the routes take (the server receives strings and
 #: checks them itself; these say what it accepts).
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "status": {"type": "string", "enum": list(STATUSES)},
+    "status": {
+        "type": "string",
+        "enum": [*STATUSES, UNFINISHED],
+        "description": f"{UNFINISHED!r}: any status not final (listing jobs only)",
+    },
+    "op": {"type": "string", "description": "only jobs with an op of this id"},
+    "name": {"type": "string", "description": "with op: only where that op's name is this"},
     "limit": {"type": "integer", "minimum": 1},
     "log_since": {"type": "integer", "minimum": 0},
     "timeout": {"type": "number", "minimum": 0, "maximum": 60},

@@ -157,7 +157,8 @@ def build_router(
         return _parse_int("job_id", raw)
 
     def list_jobs(query: dict[str, str], body: Any) -> dict[str, Any]:
-        return {"items": queue.list(query.get("status"), _int(query, "limit", None, 1))}
+        limit = _int(query, "limit", None, 1)
+        return {"items": queue.list(query.get("status"), limit, query.get("op"), query.get("name"))}
 
     def get_job(raw: str, query: dict[str, str], body: Any) -> dict[str, Any]:
         return queue.view(job_id(raw), _int(query, "log_since", 0))
@@ -291,7 +292,7 @@ def build_router(
 
     r.add("GET", "/v1/info", info)
     r.add("POST", "/v1/jobs", submit, body=True, caller=True)
-    r.add("GET", "/v1/jobs", list_jobs, query=("status", "limit"))
+    r.add("GET", "/v1/jobs", list_jobs, query=("status", "limit", "op", "name"))
     r.add("GET", r"/v1/jobs/(\d+)", get_job, query=("log_since",))
     r.add("GET", r"/v1/jobs/(\d+)/wait", wait_job, query=("log_since", "timeout", "status"))
     r.add("POST", r"/v1/jobs/(\d+)/cancel", cancel_job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import socketserver
 import ssl
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -46,13 +48,17 @@ MAX_BODY = 64 * 1024 * 1024
 #: (socket only), so a caller gets far less room to make the master buffer and parse.
 MAX_REMOTE_BODY = 4 * 1024 * 1024
 BODY_METHODS = frozenset({"POST", "PUT"})
-#: A TLS client gets this long to finish its handshake, so a silent one frees its thread.
-HANDSHAKE_TIMEOUT = 10.0
+#: A new HTTPS connection gets this long, in all, for its TLS handshake and the head of its
+#: first request (request line and headers): a client that sends nothing, or drips a byte
+#: at a time (slowloris), is cut off before it has authenticated, so it frees its thread.
+PREAUTH_TIMEOUT = 10.0
 #: An idle kept-alive HTTPS connection is closed after this; longer than any long-poll.
 IDLE_TIMEOUT = 120.0
 #: HTTPS connections served at once (one thread each); more are closed as soon as accepted
 #: rather than queued, so a flood of connections cannot grow the master without bound.
 MAX_HTTPS_CONNECTIONS = 64
+#: Of those, what one source address may hold, so no one address can fill them all.
+MAX_CONNECTIONS_PER_ADDRESS = 16
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(exc.http_status, {"error": exc.to_dict()}, _challenge(exc))
             return
+        self.admitted()
         try:
             body = self._read_body()
             result = self.server.router.dispatch(method, parts.path, query, body, caller)
@@ -231,6 +238,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             error.http_status = code
         self._send(error.http_status, {"error": error.to_dict()})
 
+    def admitted(self) -> None:
+        """Called once a request has been let in (authenticated, where that applies)."""
+
     def address_string(self) -> str:
         return "unix"
 
@@ -240,17 +250,53 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class _HTTPSRequestHandler(_RequestHandler):
     timeout = IDLE_TIMEOUT
+    server: HTTPSAPIServer
 
     def setup(self) -> None:
         """Handshake here, in the connection's own thread, not in the accept loop, so one
-        slow or silent client cannot hold up everybody else's connections."""
+        slow or silent client cannot hold up everybody else's connections.
+
+        Until a request is let in, every read shares one deadline (``preauth_timeout``
+        from the accept); a per-read timeout alone would let a client that sends a byte
+        now and then keep its connection, and its thread, for ever.
+        """
         super().setup()
-        self.connection.settimeout(HANDSHAKE_TIMEOUT)
+        self.deadline: float | None = time.monotonic() + self.server.preauth_timeout
+        self.connection.settimeout(self.read_timeout())
         self.connection.do_handshake()
-        self.connection.settimeout(self.timeout)
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
+
+    def read_timeout(self) -> float:
+        """The timeout for the next read: what is left before the deadline, or the idle
+        timeout once a request has been let in; past the deadline the read times out."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no authenticated request before the deadline")
+        return left
+
+    def admitted(self) -> None:
+        self.deadline = None
 
     def address_string(self) -> str:
         return str(self.client_address[0])
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The TLS connection as a raw stream whose every read is bounded by the handler's
+    :meth:`~_HTTPSRequestHandler.read_timeout`."""
+
+    def __init__(self, handler: _HTTPSRequestHandler) -> None:
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        conn = self._handler.connection
+        conn.settimeout(self._handler.read_timeout())
+        return int(conn.recv_into(buffer))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -281,15 +327,18 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
     #: instant fail with EAGAIN (a Unix socket does not retry the way TCP SYNs do), which
     #: playbooks creating many instances side by side hit at once.
     request_queue_size = 128
-    #: Connections served at once; ``None`` is no cap (the root-only socket needs none).
+    #: Connections served at once, in all and from one source address; ``None`` is no
+    #: cap (the root-only socket needs none).
     max_connections: int | None = None
+    max_connections_per_address: int | None = None
     #: The largest request body this listener reads.
     max_body = MAX_BODY
     router: Router
 
     def _track(self, router: Router) -> None:
         self.router = router
-        self._open: set[socket.socket] = set()
+        #: Each connection being served, with its source address.
+        self._open: dict[socket.socket, str] = {}
         self._open_lock = threading.Lock()
 
     @abc.abstractmethod
@@ -297,15 +346,26 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
         """Decide whether a request may proceed and who made it; raise to refuse it."""
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        source = str(client_address[0]) if isinstance(client_address, tuple) else "unix"
         with self._open_lock:
-            full = self.max_connections is not None and len(self._open) >= self.max_connections
-            if not full:
-                self._open.add(request)
-        if full:
-            log.warning("refused a connection from %s: %d open", client_address, len(self._open))
+            full = self._full(source)
+            if full is None:
+                self._open[request] = source
+        if full is not None:
+            log.warning("refused a connection from %s: %s", source, full)
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)  # type: ignore[misc]
+
+    def _full(self, source: str) -> str | None:
+        """Why a new connection from ``source`` is refused, or None; the lock is held."""
+        if self.max_connections is not None and len(self._open) >= self.max_connections:
+            return f"{len(self._open)} connections open"
+        cap = self.max_connections_per_address
+        mine = sum(1 for open_from in self._open.values() if open_from == source)
+        if cap is not None and mine >= cap:
+            return f"{mine} connections open from this address"
+        return None
 
     def connections(self) -> int:
         """Connections being served now (each holds a thread)."""
@@ -314,7 +374,7 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
 
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
-            self._open.discard(request)
+            self._open.pop(request, None)
         super().shutdown_request(request)  # type: ignore[misc]
 
     def _close_open(self) -> None:
@@ -356,12 +416,16 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
 
     Credentials are checked before the body is read, read-only principals may only GET,
     and an address that keeps failing is refused for a while (``limiter``). At most
-    ``max_connections`` connections are served at once.
+    ``max_connections`` connections are served at once, ``max_connections_per_address``
+    of them from one address, and one that has not sent an authenticated request within
+    ``preauth_timeout`` is closed.
     """
 
     allow_reuse_address = True
     max_body = MAX_REMOTE_BODY
     max_connections = MAX_HTTPS_CONNECTIONS
+    max_connections_per_address = MAX_CONNECTIONS_PER_ADDRESS
+    preauth_timeout = PREAUTH_TIMEOUT
 
     def __init__(
         self,

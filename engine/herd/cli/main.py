@@ -33,7 +33,7 @@ from herd.cli.opspec import load_spec
 from herd.errors import HerdError, MasterUnreachableError
 
 if TYPE_CHECKING:
-    from herd.api.client import Client
+    from herd.client import Client
 
 LIST_COLUMNS = {
     "nodegroups": ["name", "alloc_policy", "tags"],
@@ -240,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> Client:
     """The local socket unless a remote master is named (``--api-url``/HERD_API_URL)."""
-    from herd.api.client import Client
+    from herd.client import Client
 
     password = None
     if args.api_user and not os.environ.get("HERD_API_PASSWORD"):
@@ -286,7 +286,7 @@ def _run_job(client: Client, args: argparse.Namespace, ops: list[dict[str, Any]]
 def _run_master(args: argparse.Namespace) -> int:
     import logging
 
-    from herd.api.client import default_socket
+    from herd.client import default_socket
 
     state_dir = args.state_dir or os.environ.get("HERD_STATE_DIR", "/var/lib/herd")
     socket_path = args.socket or default_socket()
@@ -352,7 +352,7 @@ def start_master_background(
 
 
 def _master_answers(socket_path: str) -> bool:
-    from herd.api.client import Client
+    from herd.client import Client
 
     try:
         with Client(socket_path, timeout=2) as c:

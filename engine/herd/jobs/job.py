@@ -17,6 +17,8 @@ CANCELED = "canceled"
 
 STATUSES = (QUEUED, WAITING, RUNNING, SUCCESS, ERROR, CANCELING, CANCELED)
 FINAL = frozenset({SUCCESS, ERROR, CANCELED})
+#: The job-list filter for every status not in FINAL.
+UNFINISHED = "unfinished"
 CANCELABLE = frozenset({QUEUED, WAITING})
 
 PRIO_HIGH, PRIO_NORMAL, PRIO_LOW = -10, 0, 10

@@ -354,12 +354,40 @@ class JobQueue:
             doc["log"] = self._db.read_log(job_id, log_since)
         return doc
 
-    def list(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        if status is not None and status not in J.STATUSES:
-            raise ValidationError("status", status, "one of " + ", ".join(J.STATUSES))
+    def list(
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        op: str | None = None,
+        name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Jobs newest first; ``status`` may be ``unfinished`` (any not final), and ``op``
+        with ``name`` keep only jobs with an ``op`` op on the object ``name``.
+
+        Clients that resume their own unfinished work (the Ansible modules' opportunistic
+        reruns) ask for exactly that, rather than reading every job in the history.
+        """
+        allowed = (*J.STATUSES, J.UNFINISHED)
+        if status is not None and status not in allowed:
+            raise ValidationError("status", status, "one of " + ", ".join(allowed))
+        if name is not None and op is None:
+            raise ValidationError("name", name, "only together with op")
+        statuses = (
+            [s for s in J.STATUSES if s not in J.FINAL] if status == J.UNFINISHED else [status]
+        )
+        ids = sorted(
+            (i for s in statuses for i, _ in self._db.list_ids(s, None if op else limit)),
+            reverse=True,
+        )
         out = []
-        for job_id, _ in self._db.list_ids(status, limit):
+        for job_id in ids:
             job = self.get(job_id)
+            if op is not None and not any(
+                o.op == op and (name is None or o.params.get("name") == name) for o in job.ops
+            ):
+                continue
+            if limit is not None and len(out) >= limit:
+                break
             out.append(
                 {
                     "id": job.id,

@@ -23,17 +23,19 @@ from herd.jobs.queue import JobQueue, LogFn
 from herd.jobs.retry import NextTry
 from herd.locking import ALL, LEVELS, LockManager, acquire_with_backoff
 from herd.ops import exposure
-from herd.ops.base import ALL_LOCKS, LockSpec, OpContext
+from herd.ops.base import ALL_LOCKS, LockSpec, NodeServices, NoNodeServices, OpContext
 from herd.ops.undo import UndoJournal
 
 
 class JobRunner:
     """Callable handed to the queue; holds the shared services every op needs."""
 
-    def __init__(self, store: Store, locks: LockManager, services: Any = None) -> None:
+    def __init__(
+        self, store: Store, locks: LockManager, services: NodeServices | None = None
+    ) -> None:
         self.store = store
         self.locks = locks
-        self.services = services
+        self.services = services if services is not None else NoNodeServices()
 
     def __call__(self, job: Job, cancel: threading.Event, queue: JobQueue) -> None:
         owner = f"job-{job.id}"

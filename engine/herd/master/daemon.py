@@ -28,7 +28,7 @@ from herd.jobs.db import JobDB
 from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
 from herd.locking import LockManager
-from herd.master.services import Services
+from herd.rpc.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ import herd
 from herd.errors import HerdError, NodeError, ValidationError
 from herd.node.actions import load_all
 from herd.node.actions.registry import NodeContext, action_names, dispatch
-
-PROTOCOL = 1
+from herd.rpc.protocol import PROTOCOL
 
 
 def banner() -> dict[str, Any]:

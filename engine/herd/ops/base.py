@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from herd import faults
+from herd.config.model import Node
 from herd.config.store import Store
 from herd.errors import CanceledError, HerdError
 from herd.ops.params import Param, validate_params
 from herd.ops.undo import MemoryJournal, UndoJournal, UndoStep, handler
+from herd.rpc.protocol import CallResult
+
+if TYPE_CHECKING:
+    import paramiko
 
 #: Sentinel meaning "every lock of this level" (mirrors herd.locking.ALL without importing
 #: the lock manager into op definitions).
@@ -46,6 +52,92 @@ class Locks(Protocol):
     def owned(self, owner: str) -> dict[str, dict[str, str]]: ...
 
 
+class NodeServices(Protocol):
+    """What an op may ask of the long-lived node services: calls to node agents, the
+    cluster's key material, and forgetting pooled sessions.
+
+    The master gives ``herd.rpc.services.Services`` (SSH to each node's ``herd-node``);
+    tests give loopback nodes that run the same agent in process. Ops see only this.
+    """
+
+    @property
+    def crypto_dir(self) -> Path: ...
+
+    @property
+    def ssh_key_path(self) -> Path: ...
+
+    def cluster_key(self) -> paramiko.PKey: ...
+
+    def bootstrap_key(self) -> paramiko.PKey: ...
+
+    def call(
+        self,
+        node: Node,
+        action: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]: ...
+
+    def call_many(
+        self,
+        nodes: Sequence[Node],
+        action: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, CallResult]: ...
+
+    def reset_rpc(self) -> None: ...
+
+    def forget_node(self, name: str) -> None: ...
+
+
+class NoNodeServices:
+    """The services of a context built without any (queue, lock and undo tests): reaching
+    a node is a clear error instead of an AttributeError on None; with nothing pooled,
+    forgetting sessions has nothing to do."""
+
+    def _refuse(self) -> HerdError:
+        return HerdError("this operation context reaches no nodes (it has no node services)")
+
+    @property
+    def crypto_dir(self) -> Path:
+        raise self._refuse()
+
+    @property
+    def ssh_key_path(self) -> Path:
+        raise self._refuse()
+
+    def cluster_key(self) -> paramiko.PKey:
+        raise self._refuse()
+
+    def bootstrap_key(self) -> paramiko.PKey:
+        raise self._refuse()
+
+    def call(
+        self,
+        node: Node,
+        action: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        raise self._refuse()
+
+    def call_many(
+        self,
+        nodes: Sequence[Node],
+        action: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, CallResult]:
+        raise self._refuse()
+
+    def reset_rpc(self) -> None:
+        pass
+
+    def forget_node(self, name: str) -> None:
+        pass
+
+
 @dataclass
 class OpContext:
     """Everything an op may reach while it runs, and nothing more."""
@@ -55,7 +147,7 @@ class OpContext:
     owner: str
     log_fn: Callable[[str, str, dict[str, Any] | None], None]
     cancel: threading.Event
-    services: Any = None
+    services: NodeServices = field(default_factory=NoNodeServices)
     submit_fn: Callable[[list[dict[str, Any]]], list[int]] | None = None
     #: Where undo steps are kept; the runner gives a durable one (see herd.ops.undo).
     journal: UndoJournal = field(default_factory=MemoryJournal)

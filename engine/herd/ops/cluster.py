@@ -13,16 +13,14 @@ from herd.config.model import Cluster, Node, NodeGroup
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import generate_domain_secret
 from herd.crypto.sshkeys import generate_ssh_key
-from herd.errors import ConflictError, PrerequisiteError, ValidationError
+from herd.errors import ConflictError, PrerequisiteError
+from herd.hvparams import HYPERVISORS
 from herd.ops import levels, nodejoin, orphans
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.params import Param, check_abs_dir, check_name, check_port_range
+from herd.ops.common import DEFAULT_GROUP, DISK_TEMPLATES, cluster_of
+from herd.ops.params import Param, check_abs_dir, check_name, check_port_range, check_tags
 from herd.ops.undo import undo_handler
 
-HYPERVISORS = ("kvm", "fake")
-DISK_TEMPLATES = ("file", "sharedfile", "plain", "drbd")
-BUILTIN_COMPRESSION = ("none", "gzip", "gzip-fast", "gzip-slow", "lzop", "zstd", "zstd-fast", "lz4")
-DEFAULT_GROUP = "default"
 MAX_CLOCK_SKEW = 5.0
 
 
@@ -34,9 +32,11 @@ def _check_tools(value: list[str]) -> str | None:
 
 
 def _check_mac_prefix(value: str) -> str | None:
-    if re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", value):
+    """Generated MACs must be unicast: a first octet with its low bit set would make
+    every NIC a multicast (or, for ff, broadcast) address."""
+    if re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", value) and not int(value[:2], 16) & 1:
         return None
-    return "three lower-case hex octets 'aa:bb:cc'"
+    return "three lower-case hex octets 'aa:bb:cc', the first even (a unicast prefix)"
 
 
 def _check_secret(value: str) -> str | None:
@@ -111,7 +111,7 @@ SETTINGS = (
         "candidate_pool_size", int, minimum=1, maximum=100, doc="how many master candidates to keep"
     ),
     Param("max_running_jobs", int, minimum=1, maximum=1000, doc="jobs running at once"),
-    Param("tags", list, item_type=str, doc="cluster tags"),
+    Param("tags", list, item_type=str, check=check_tags, doc="cluster tags"),
     Param(
         "domain_secret",
         str,
@@ -155,13 +155,6 @@ def _setting_value(name: str, value: Any) -> Any:
         first, last = value.split("-")
         return (int(first), int(last))
     return value
-
-
-def cluster_of(ctx: OpContext) -> Cluster:
-    clusters = ctx.store.list("cluster")
-    if not clusters:
-        raise PrerequisiteError("the cluster is not initialised: run 'herd cluster init'")
-    return clusters[0]
 
 
 @register
@@ -460,11 +453,3 @@ class ClusterVerify(Op):
                 for node, severity, message in issues:
                     problem(node, severity, "ENODEDRBD", message)
         return found
-
-
-def validate_group_ref(ctx: OpContext, name: str, field: str = "group") -> NodeGroup:
-    group = ctx.store.find("nodegroup", name)
-    if group is None:
-        known = ", ".join(g.name for g in ctx.store.list("nodegroup"))
-        raise ValidationError(field, name, f"an existing node group: {known}")
-    return group

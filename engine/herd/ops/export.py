@@ -13,7 +13,7 @@ from typing import Any
 from herd.config.model import Node
 from herd.errors import NotFoundError
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.instance_common import get_node
+from herd.ops.common import get_node
 from herd.ops.params import Param, check_name
 from herd.ops.transfer import new_transfer_id, report, watch
 from herd.ops.undo import node_arg, node_of, undo_handler

@@ -8,8 +8,8 @@ from herd.config.model import NodeGroup
 from herd.errors import ConflictError, PrerequisiteError
 from herd.ops import levels
 from herd.ops.base import LockSpec, Op, OpContext, register
-from herd.ops.cluster import validate_group_ref
-from herd.ops.params import Param, check_name
+from herd.ops.common import validate_group_ref
+from herd.ops.params import Param, check_name, check_tags
 
 ALLOC_POLICIES = ("preferred", "last_resort", "unallocable")
 
@@ -27,7 +27,12 @@ def _name(positional: bool = True) -> Param:
 
 GROUP_SETTINGS = (
     Param("ndparams", dict, doc="node parameters overriding the cluster's"),
-    Param("diskparams", dict, doc="disk parameters per template overriding the cluster's"),
+    Param(
+        "diskparams",
+        dict,
+        structure=levels.check_diskparams,
+        doc="disk parameters per template overriding the cluster's",
+    ),
     Param(
         "hvparams",
         dict,
@@ -40,7 +45,7 @@ GROUP_SETTINGS = (
         choices=ALLOC_POLICIES,
         doc="whether the allocator may place instances here",
     ),
-    Param("tags", list, item_type=str, doc="group tags"),
+    Param("tags", list, item_type=str, check=check_tags, doc="group tags"),
 )
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from herd.config.model import Disk, Instance, Nic, Node
 from herd.errors import PrerequisiteError, ValidationError
-from herd.node.hv.base import hypervisor_for
+from herd.hvparams import HYPERVISORS, fill_hvparams
 from herd.ops import drbd
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.cluster import HYPERVISORS
+from herd.ops.common import INSTANCE_DISK_TEMPLATES, cluster_of, get_node
 from herd.ops.instance_base import (
     assemble_disks,
     set_admin_state,
@@ -23,14 +23,11 @@ from herd.ops.instance_base import (
     undo_start,
 )
 from herd.ops.instance_common import (
-    DISK_TEMPLATES,
     MIRRORED,
     check_disks,
     check_nics,
-    cluster,
     disk_arg,
     generate_mac,
-    get_node,
     instance_spec,
     normalise_disks,
     normalise_nics,
@@ -38,7 +35,7 @@ from herd.ops.instance_common import (
     used_macs,
 )
 from herd.ops.levels import BEPARAMS, instance_param
-from herd.ops.params import Param, check_name, check_os_name
+from herd.ops.params import Param, check_name, check_os_name, check_tags
 from herd.ops.placement import IALLOCATOR, place
 from herd.ops.undo import instance_arg, node_arg, undo_handler
 
@@ -52,7 +49,11 @@ class InstanceAdd(Op):
             "name", str, required=True, check=check_name, cli_positional=True, doc="instance name"
         ),
         Param(
-            "disk_template", str, required=True, choices=DISK_TEMPLATES, doc="how disks are stored"
+            "disk_template",
+            str,
+            required=True,
+            choices=INSTANCE_DISK_TEMPLATES,
+            doc="how disks are stored",
         ),
         Param(
             "disks",
@@ -109,7 +110,7 @@ class InstanceAdd(Op):
             doc="seconds between opportunistic tries (each spread by +/-20%)",
         ),
         Param("start", bool, default=True, doc="start the instance once created"),
-        Param("tags", list, default=[], item_type=str, doc="instance tags"),
+        Param("tags", list, default=[], item_type=str, check=check_tags, doc="instance tags"),
         Param("dry_run", bool, default=False, doc="only return where it would be placed"),
     )
 
@@ -140,7 +141,7 @@ class InstanceAdd(Op):
 
     def check(self, ctx: OpContext) -> None:
         p = self.params
-        c = cluster(ctx)
+        c = cluster_of(ctx)
         if ctx.store.find("instance", p["name"]) is not None:
             raise PrerequisiteError(f"instance {p['name']} already exists", field="name")
         self.hypervisor = p["hypervisor"] or c.enabled_hypervisors[0]
@@ -157,7 +158,7 @@ class InstanceAdd(Op):
                 template,
                 "an enabled disk template: " + ", ".join(["diskless", *c.enabled_disk_templates]),
             )
-        hypervisor_for(self.hypervisor).fill_hvparams(p["hvparams"])
+        fill_hvparams(self.hypervisor, p["hvparams"])
         self.disks = normalise_disks(p["disks"])
         if template == "diskless" and self.disks:
             raise ValidationError("disks", p["disks"], "no disks for disk_template 'diskless'")
@@ -193,7 +194,7 @@ class InstanceAdd(Op):
 
     def run(self, ctx: OpContext) -> Any:
         p = self.params
-        c = cluster(ctx)
+        c = cluster_of(ctx)
         memory = p["memory"] or int(c.beparams.get("memory", 128))
         vcpus = p["vcpus"] or int(c.beparams.get("vcpus", 1))
         placement = place(

@@ -10,7 +10,7 @@ from herd.config.model import DEFAULT_BEPARAMS, Cluster, Disk, Instance, Nic, No
 from herd.config.params import fill_params
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops.base import OpContext
-from herd.ops.cluster import DISK_TEMPLATES as CLUSTER_DISK_TEMPLATES
+from herd.ops.common import cluster_of
 from herd.ops.levels import NIC_FIELDS, check_item_name, check_level
 from herd.ops.params import Param
 from herd.ops.undo import node_arg
@@ -20,7 +20,6 @@ from herd.ops.undo import node_arg
 MIRRORED = frozenset({"drbd"})
 SHARED = frozenset({"sharedfile", "diskless"})
 MOVABLE = MIRRORED | SHARED
-DISK_TEMPLATES = ("diskless", *CLUSTER_DISK_TEMPLATES)
 
 _SIZE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*([mgt]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -149,24 +148,9 @@ def get_instance(ctx: OpContext, name: str, field: str = "name") -> Instance:
     return inst
 
 
-def get_node(ctx: OpContext, name: str, field: str) -> Node:
-    node = ctx.store.find("node", name)
-    if node is None:
-        known = ", ".join(n.name for n in ctx.store.list("node")) or "none"
-        raise ValidationError(field, name, f"an existing node: {known}")
-    return node
-
-
 def instance_nodes(inst: Instance) -> list[str]:
     """Node uuids holding anything of the instance, primary first."""
     return [inst.primary_node, *inst.secondary_nodes]
-
-
-def cluster(ctx: OpContext) -> Cluster:
-    clusters = ctx.store.list("cluster")
-    if not clusters:
-        raise PrerequisiteError("the cluster is not initialised: run 'herd cluster init'")
-    return clusters[0]
 
 
 def group_of(ctx: OpContext, node: Node) -> NodeGroup:
@@ -226,7 +210,7 @@ def nic_spec(index: int, nic: Nic) -> dict[str, Any]:
 
 def instance_spec(ctx: OpContext, inst: Instance) -> dict[str, Any]:
     """The self-contained description nodes act on; parameters filled level by level."""
-    c = cluster(ctx)
+    c = cluster_of(ctx)
     g = group_of(ctx, ctx.store.get("node", inst.primary_node))
     return {
         "name": inst.name,
@@ -239,3 +223,38 @@ def instance_spec(ctx: OpContext, inst: Instance) -> dict[str, Any]:
         "os": inst.os,
         "osparams": dict(inst.osparams),
     }
+
+
+def identity(ctx: OpContext, inst: Instance) -> dict[str, Any]:
+    """What makes the instance itself, in ``instance.add``'s terms: its disks, NICs (with
+    their MACs), OS and filled sizes. Moves and exports carry exactly this."""
+    be = filled_beparams(cluster_of(ctx), inst)
+    return {
+        "disks": [{"size": d.size_mib, "mode": d.mode, "name": d.name} for d in inst.disks],
+        "nics": [
+            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link, "name": n.name}
+            for n in inst.nics
+        ],
+        "os": inst.os or None,
+        "hypervisor": inst.hypervisor,
+        "hvparams": inst.hvparams,
+        "memory": int(be["memory"]),
+        "vcpus": int(be["vcpus"]),
+        "osparams": inst.osparams,
+        "tags": inst.tags,
+    }
+
+
+def forget_source(ctx: OpContext, inst: Instance) -> None:
+    """The instance now lives elsewhere: its disks and config entry go (warnings only)."""
+    for uuid in [inst.primary_node, *inst.secondary_nodes]:
+        node = ctx.store.get("node", uuid)
+        for index, disk in enumerate(inst.disks):
+            try:
+                ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, index, disk)})
+            except Exception as exc:  # noqa: BLE001 - the move succeeded; report leftovers
+                ctx.log(f"could not remove disk {index} on {node.name}: {exc}", "warning")
+    with ctx.store.transaction() as txn:
+        txn.delete(txn.get("instance", inst.uuid))
+    ctx.locks.unregister("instance", [inst.uuid], owner=ctx.owner)
+    ctx.log(f"source instance {inst.name} removed")

@@ -22,6 +22,7 @@ from herd.crypto.ca import ClusterCA
 from herd.errors import ValidationError
 from herd.ops import zeroing
 from herd.ops.base import OpContext, register
+from herd.ops.common import cluster_of, get_node
 from herd.ops.export import MANIFEST_VERSION, begin_work, run_file_end
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
@@ -34,8 +35,7 @@ from herd.ops.instance_base import (
     start_on,
     stop_for_copy,
 )
-from herd.ops.instance_common import cluster, get_node
-from herd.ops.instance_remote import forget_source, identity
+from herd.ops.instance_common import forget_source, identity
 from herd.ops.params import Param
 from herd.ops.transfer import (
     COMPRESSION,
@@ -65,7 +65,7 @@ def manifest(
         "disk_template": inst.disk_template,
         **described,
         "compression": compression,
-        "source_cluster": cluster(ctx).name,
+        "source_cluster": cluster_of(ctx).name,
         "source_node": primary.name,
         "was_running": was_running,
         "time": time.time(),
@@ -122,8 +122,8 @@ class InstanceExport(InstanceOp):
     def check(self, ctx: OpContext) -> None:
         p = self.params
         inst = self.instance(ctx)
-        check_compression(cluster(ctx), p["compression"])
-        zeroing.check(cluster(ctx), p["zero_free_space"])
+        check_compression(cluster_of(ctx), p["compression"])
+        zeroing.check(cluster_of(ctx), p["zero_free_space"])
         if p["remove_instance"] and not p["shutdown"]:
             raise ValidationError(
                 "remove_instance",

@@ -19,10 +19,10 @@ from herd.config.model import Instance, Node
 from herd.crypto.ca import ClusterCA
 from herd.errors import PrerequisiteError, TransferError, ValidationError
 from herd.ops.base import ALL_LOCKS, LockSpec, OpContext, register
+from herd.ops.common import INSTANCE_DISK_TEMPLATES, cluster_of, get_node
 from herd.ops.export import MANIFEST_VERSION, begin_work, read_manifest, run_file_end
 from herd.ops.instance_add import InstanceAdd
 from herd.ops.instance_base import assemble_disks, require_online, shutdown_disks
-from herd.ops.instance_common import DISK_TEMPLATES, cluster, get_node
 from herd.ops.params import Param, check_name, validate_params
 from herd.ops.placement import IALLOCATOR
 from herd.ops.transfer import Endpoint, check_compression, copy_disk
@@ -51,7 +51,7 @@ class InstanceImport(InstanceAdd):
         Param(
             "disk_template",
             str,
-            choices=DISK_TEMPLATES,
+            choices=INSTANCE_DISK_TEMPLATES,
             doc="disk template (default: the exported instance's)",
         ),
         Param("primary_node", str, doc="place here instead of asking the allocator"),
@@ -117,7 +117,7 @@ class InstanceImport(InstanceAdd):
                 "job waited for its locks",
                 field="src_name",
             )
-        check_compression(cluster(ctx), planned["compression"])
+        check_compression(cluster_of(ctx), planned["compression"])
         super().check(ctx)
 
     def fill_disks(self, ctx: OpContext, inst: Instance, primary: Node) -> None:

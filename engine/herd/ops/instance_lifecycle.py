@@ -184,12 +184,14 @@ class InstanceRemove(InstanceOp):
                         drbd.demote(ctx, inst, node)
                 for i, disk in enumerate(inst.disks):
                     ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, i, disk)})
-            except PrerequisiteError as exc:
-                problems.append(exc.message)
             except Exception as exc:
+                # A node refusing (disk in use, guest that will not stop) is a failure
+                # like any other: forgetting the instance anyway would orphan its disks.
                 if not self.params["ignore_failures"]:
                     raise
-                problems.append(f"{node.name}: {exc}")
+                problems.append(
+                    exc.message if isinstance(exc, PrerequisiteError) else f"{node.name}: {exc}"
+                )
         with ctx.store.transaction() as txn:
             txn.delete(txn.get("instance", inst.uuid))
         ctx.locks.unregister("instance", [inst.uuid], owner=ctx.owner)

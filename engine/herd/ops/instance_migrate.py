@@ -15,6 +15,7 @@ from herd.crypto.ca import ClusterCA
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
+from herd.ops.common import get_node
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
     InstanceOp,
@@ -26,7 +27,7 @@ from herd.ops.instance_base import (
     start_on,
     stop_on,
 )
-from herd.ops.instance_common import MIRRORED, MOVABLE, get_node, instance_spec
+from herd.ops.instance_common import MIRRORED, MOVABLE, instance_spec
 from herd.ops.params import Param
 from herd.ops.transfer import credentials
 from herd.ops.undo import node_arg, node_of, undo_handler

@@ -12,9 +12,10 @@ from typing import Any
 
 from herd.config.model import Instance, Nic
 from herd.errors import PrerequisiteError, ValidationError
-from herd.node.hv.base import hypervisor_for
+from herd.hvparams import fill_hvparams
 from herd.ops import disk_convert, drbd
 from herd.ops.base import OpContext, register
+from herd.ops.common import cluster_of, get_node
 from herd.ops.instance_base import (
     InstanceOp,
     instance_name_param,
@@ -24,16 +25,14 @@ from herd.ops.instance_base import (
 )
 from herd.ops.instance_common import (
     check_nics,
-    cluster,
     disk_arg,
     generate_mac,
-    get_node,
     normalise_nics,
     parse_size,
     used_macs,
 )
 from herd.ops.levels import BEPARAMS, instance_param
-from herd.ops.params import Param
+from herd.ops.params import Param, check_tags
 
 #: The templates a disk conversion goes between.
 CONVERSIONS = (disk_convert.PLAIN, drbd.TEMPLATE)
@@ -53,7 +52,9 @@ class InstanceModify(InstanceOp):
             doc="hypervisor parameters to set (null value: back to the cluster default)",
         ),
         Param("osparams", dict, doc="OS parameters, replacing the current ones"),
-        Param("tags", list, item_type=str, doc="tags, replacing the current ones"),
+        Param(
+            "tags", list, item_type=str, check=check_tags, doc="tags, replacing the current ones"
+        ),
         Param(
             "nics",
             list,
@@ -108,7 +109,7 @@ class InstanceModify(InstanceOp):
                     "secondary_node", p["secondary_node"], "nothing: plain has no secondary"
                 )
             return
-        if drbd.TEMPLATE not in cluster(ctx).enabled_disk_templates:
+        if drbd.TEMPLATE not in cluster_of(ctx).enabled_disk_templates:
             raise PrerequisiteError("the drbd disk template is not enabled in this cluster")
         if p["secondary_node"] is None:
             raise ValidationError("secondary_node", None, "a node for the mirror")
@@ -123,9 +124,7 @@ class InstanceModify(InstanceOp):
         self.check_conversion(ctx, inst)
         if self.params["hvparams"] is not None:
             current = {**inst.hvparams, **self.params["hvparams"]}
-            hypervisor_for(inst.hypervisor).fill_hvparams(
-                {k: v for k, v in current.items() if v is not None}
-            )
+            fill_hvparams(inst.hypervisor, {k: v for k, v in current.items() if v is not None})
         grow = self.params["disk_grow"]
         if grow is not None:
             if (
@@ -229,12 +228,14 @@ class InstanceModify(InstanceOp):
 
     @staticmethod
     def new_nics(ctx: OpContext, current: list[Nic], wanted: list[Any]) -> list[Nic]:
-        specs = normalise_nics(wanted, cluster(ctx).nicparams)
+        specs = normalise_nics(wanted, cluster_of(ctx).nicparams)
         macs = used_macs([i for i in ctx.store.list("instance")])
         out = []
         for index, spec in enumerate(specs):
             old = current[index] if index < len(current) else None
-            mac = spec["mac"] or (old.mac if old else generate_mac(cluster(ctx).mac_prefix, macs))
+            mac = spec["mac"] or (
+                old.mac if old else generate_mac(cluster_of(ctx).mac_prefix, macs)
+            )
             if old is not None and old.mac == mac:
                 nic = Nic.from_dict(old.to_dict())
             elif mac in macs:

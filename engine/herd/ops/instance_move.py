@@ -15,6 +15,7 @@ from herd.crypto.ca import ClusterCA
 from herd.errors import ValidationError
 from herd.ops import instance_remote, zeroing
 from herd.ops.base import OpContext, register
+from herd.ops.common import cluster_of, get_node
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
     InstanceOp,
@@ -28,9 +29,7 @@ from herd.ops.instance_base import (
 from herd.ops.instance_common import (
     MIRRORED,
     SHARED,
-    cluster,
     disk_arg,
-    get_node,
     undo_disk_create,
 )
 from herd.ops.params import Param
@@ -78,7 +77,7 @@ class InstanceMove(InstanceOp):
     def check(self, ctx: OpContext) -> None:
         p = self.params
         inst = self.instance(ctx)
-        c = cluster(ctx)
+        c = cluster_of(ctx)
         check_compression(c, p["compression"])
         check_ciphers(c, p["ciphers"], cross_cluster=p["dest_cluster"] is not None)
         zeroing.check(c, p["zero_free_space"])

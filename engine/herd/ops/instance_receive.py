@@ -17,9 +17,9 @@ from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import sign_message, verify_message
 from herd.errors import ValidationError
 from herd.ops.base import OpContext, register
+from herd.ops.common import cluster_of
 from herd.ops.instance_add import InstanceAdd
 from herd.ops.instance_base import assemble_disks, shutdown_disks
-from herd.ops.instance_common import cluster
 from herd.ops.instance_remote import ANSWER_KIND, OFFER_KIND, READY_LOG_TYPE
 from herd.ops.params import Param, validate_params
 from herd.ops.transfer import (
@@ -108,10 +108,10 @@ class InstanceReceive(InstanceAdd):
     def check(self, ctx: OpContext) -> None:
         # The job may check again when retried or resumed; anyone else using the same
         # offer is a replay.
-        msg = verify_message(cluster(ctx).domain_secret, self.offer, holder=ctx.owner)
+        msg = verify_message(cluster_of(ctx).domain_secret, self.offer, holder=ctx.owner)
         self.source_cluster = msg["source_cluster"]
         self.source_ca_pem = msg["source_ca_pem"]
-        check_compression(cluster(ctx), self.compression)
+        check_compression(cluster_of(ctx), self.compression)
         super().check(ctx)
 
     def fill_disks(self, ctx: OpContext, inst: Instance, primary: Node) -> None:
@@ -137,7 +137,7 @@ class InstanceReceive(InstanceAdd):
             )
             ends.append((index, tid, end))
         answer = sign_message(
-            cluster(ctx).domain_secret,
+            cluster_of(ctx).domain_secret,
             {"kind": ANSWER_KIND, "transfers": offers, "dest_ca_pem": ca.cert_pem.decode()},
             reply_to=self.offer,
         )

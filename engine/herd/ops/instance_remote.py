@@ -15,15 +15,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.config.model import Instance
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import sign_message, verify_message
-from herd.errors import HerdError, ValidationError
+from herd.errors import HerdError, MasterUnreachableError, ValidationError
 from herd.ops import zeroing
 from herd.ops.base import OpContext
+from herd.ops.common import DISK_TEMPLATES, cluster_of
 from herd.ops.instance_base import assemble_disks, shutdown_disks, stop_for_copy
-from herd.ops.instance_common import cluster, disk_arg, filled_beparams
+from herd.ops.instance_common import forget_source, identity
 from herd.ops.params import Param, check_name
 from herd.ops.placement import DEST_IALLOCATOR
 from herd.ops.transfer import (
@@ -34,7 +35,7 @@ from herd.ops.transfer import (
     start_sender,
     status,
 )
-from herd.ops.undo import undo_handler
+from herd.ops.undo import handler, undo_handler
 
 if TYPE_CHECKING:
     from herd.ops.instance_move import InstanceMove
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 OFFER_KIND = "herd-move-offer-v1"
 ANSWER_KIND = "herd-move-answer-v1"
 READY_LOG_TYPE = "transfer-ready"
-DEST_TEMPLATES = ("file", "sharedfile", "plain", "drbd")
+#: What the destination may store the disks as (not diskless: a move carries disks).
+DEST_TEMPLATES = DISK_TEMPLATES
 POLL_SECONDS = 0.5
 
 REMOTE_PARAMS = (
@@ -101,30 +103,10 @@ def check(op: InstanceMove, ctx: OpContext, inst: Instance) -> None:
         raise ValidationError(
             "dest_cluster", p["dest_cluster"], "the API of an initialised cluster"
         )
-    if info["cluster"] == cluster(ctx).name:
+    if info["cluster"] == cluster_of(ctx).name:
         raise ValidationError(
             "dest_cluster", p["dest_cluster"], "another cluster's master, not this one"
         )
-
-
-def identity(ctx: OpContext, inst: Instance) -> dict[str, Any]:
-    """What makes the instance itself, in ``instance.add``'s terms: its disks, NICs (with
-    their MACs), OS and filled sizes. Moves and exports carry exactly this."""
-    be = filled_beparams(cluster(ctx), inst)
-    return {
-        "disks": [{"size": d.size_mib, "mode": d.mode, "name": d.name} for d in inst.disks],
-        "nics": [
-            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link, "name": n.name}
-            for n in inst.nics
-        ],
-        "os": inst.os or None,
-        "hypervisor": inst.hypervisor,
-        "hvparams": inst.hvparams,
-        "memory": int(be["memory"]),
-        "vcpus": int(be["vcpus"]),
-        "osparams": inst.osparams,
-        "tags": inst.tags,
-    }
 
 
 def describe(ctx: OpContext, op: InstanceMove, inst: Instance, start: bool) -> dict[str, Any]:
@@ -146,7 +128,7 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
     p = op.params
     inst = op.instance(ctx)
     source = op.primary(ctx, inst)
-    c = cluster(ctx)
+    c = cluster_of(ctx)
     ca = ClusterCA.load(ctx.services.crypto_dir)
     was_running = stop_for_copy(ctx, inst, source, p["shutdown_timeout"])
     if p["zero_free_space"]:
@@ -167,11 +149,18 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
             reason=[["herd:instance.move", f"{inst.name} from cluster {c.name}", time.time()]],
         )
         ctx.log(f"destination job {job_id} submitted on {remote.info()['cluster']}")
-        ctx.undo(
-            f"wait for destination job {job_id} to roll back",
-            "remote.await_rollback",
+        # From here the destination's job decides, even if we die before hearing it: once
+        # it succeeded the instance lives there; otherwise our steps so far roll back.
+        ctx.replace_undo(
+            f"settle the move of {inst.name} by destination job {job_id}",
+            "remote.settle",
             address=p["dest_cluster"],
             job_id=job_id,
+            uuid=inst.uuid,
+            keep_source=p["keep_source"],
+            rollback=[
+                {"kind": s.kind, "args": s.args, "what": s.what} for _, s in ctx.journal.pending()
+            ],
         )
         answer, since = wait_ready(ctx, remote, job_id, c.domain_secret, offer)
         paths = assemble_disks(ctx, inst, source)
@@ -194,10 +183,10 @@ def move_to_cluster(op: InstanceMove, ctx: OpContext) -> Any:
             ends.append((index, offer_disk["transfer_id"], end))
         result = wait_done(ctx, remote, job_id, since, inst.name, ends)
     shutdown_disks(ctx, inst, source)
-    ctx.forget_undo()
     ctx.log(f"instance {inst.name} arrived as {result['instance']} on the destination")
     if not p["keep_source"]:
         forget_source(ctx, inst)
+    ctx.forget_undo()
     return {
         "changed": True,
         "instance": inst.name,
@@ -273,18 +262,37 @@ def wait_done(
                 report(ctx, f"disk {index} of {name}", st)
 
 
-def await_rollback(address: str, job_id: int, timeout: float = 180.0) -> None:
-    """Once our senders are aborted the destination's receivers fail and its job undoes
-    what it made; wait for that, so a failed move returns only when both sides are clean."""
-    with remote_client(address) as remote:
-        if remote.job(job_id)["status"] in ("queued", "waiting"):
-            remote.cancel(job_id)
-        remote.wait(job_id, timeout=timeout)
+def await_end(address: str, job_id: int, timeout: float = 180.0) -> dict[str, Any]:
+    """The destination job once it has ended. Once our senders are aborted its receivers
+    fail and it undoes what it made, so a failed move returns only when both sides are
+    clean; its master may be restarting meanwhile, so an unreachable one is waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with remote_client(address) as remote:
+                if remote.job(job_id)["status"] in ("queued", "waiting"):
+                    remote.cancel(job_id)
+                return remote.wait(job_id, timeout=max(1.0, deadline - time.monotonic()))
+        except MasterUnreachableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(POLL_SECONDS)
 
 
-@undo_handler("remote.await_rollback")
-def _await_rollback(ctx: OpContext, args: dict[str, Any]) -> None:
-    await_rollback(args["address"], args["job_id"])
+@undo_handler("remote.settle")
+def _settle(ctx: OpContext, args: dict[str, Any]) -> None:
+    """Rolling back is safe only if the destination job failed: had it succeeded, the
+    instance would then exist (and maybe run) on both clusters. So its outcome decides:
+    succeeded, the move is finished forward; failed, the steps before it are undone."""
+    if await_end(args["address"], args["job_id"])["status"] == "success":
+        ctx.log(f"destination job {args['job_id']} succeeded: finishing the move forward")
+        inst = ctx.store.find("instance", args["uuid"])
+        if inst is not None and not args["keep_source"]:
+            forget_source(ctx, inst)
+        return
+    for step in reversed(args["rollback"]):
+        ctx.log(f"rollback: {step['what']}")
+        handler(step["kind"])(ctx, step["args"])
 
 
 def remote_failure(job_id: int, doc: dict[str, Any]) -> HerdError:
@@ -292,18 +300,3 @@ def remote_failure(job_id: int, doc: dict[str, Any]) -> HerdError:
     failure = HerdError.from_dict(err)
     failure.message = f"destination job {job_id} failed: {failure.message}"
     return failure
-
-
-def forget_source(ctx: OpContext, inst: Instance) -> None:
-    """The instance now lives elsewhere: its disks and config entry go (warnings only)."""
-    for uuid in [inst.primary_node, *inst.secondary_nodes]:
-        node = ctx.store.get("node", uuid)
-        for index, disk in enumerate(inst.disks):
-            try:
-                ctx.services.call(node, "disk_remove", {"disk": disk_arg(inst, index, disk)})
-            except Exception as exc:  # noqa: BLE001 - the move succeeded; report leftovers
-                ctx.log(f"could not remove disk {index} on {node.name}: {exc}", "warning")
-    with ctx.store.transaction() as txn:
-        txn.delete(txn.get("instance", inst.uuid))
-    ctx.locks.unregister("instance", [inst.uuid], owner=ctx.owner)
-    ctx.log(f"source instance {inst.name} removed")

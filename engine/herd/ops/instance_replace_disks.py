@@ -16,6 +16,7 @@ from herd.config.model import Instance, Node
 from herd.errors import HerdError, PrerequisiteError, ValidationError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
+from herd.ops.common import cluster_of, get_node
 from herd.ops.instance_base import (
     InstanceOp,
     instance_name_param,
@@ -23,7 +24,7 @@ from herd.ops.instance_base import (
     require_secondary_candidate,
     runtime_state,
 )
-from herd.ops.instance_common import cluster, disk_arg, get_node, undo_disk_create
+from herd.ops.instance_common import disk_arg, undo_disk_create
 from herd.ops.params import Param
 from herd.ops.placement import node_facts
 from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
@@ -113,7 +114,7 @@ class InstanceReplaceDisks(InstanceOp):
         new = self.choose(ctx, inst)
         require_secondary_candidate(new, primary)
         drbd.require_good_copy(ctx, inst, primary)
-        c = cluster(ctx)
+        c = cluster_of(ctx)
         moved = Instance.from_dict(inst.to_dict())
         moved.secondary_nodes = [new.uuid]
         with drbd.reserved(ctx.owner):

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from herd.errors import ValidationError
-from herd.node.hv.base import hypervisor_for
+from herd.hvparams import fill_hvparams, parameters_of
 from herd.node.storage.drbd_config import PROTOCOLS, drbd_options, option_value
 from herd.node.storage.plain import lvm_name
 from herd.ops.params import Param, check_ip
@@ -166,11 +166,11 @@ def check_hvparams(value: Mapping[str, Any], fname: str) -> dict[str, Any]:
     out = {}
     for name, params in value.items():
         try:
-            hypervisor = hypervisor_for(name)
+            parameters_of(name)
         except ValidationError as exc:
             raise ValidationError(f"{fname}.{name}", params, str(exc.details["allowed"])) from None
         inner = _mapping(params, f"{fname}.{name}")
-        hypervisor.fill_hvparams(inner, f"{fname}.{name}")
+        fill_hvparams(name, inner, f"{fname}.{name}")
         out[name] = dict(inner)
     return out
 

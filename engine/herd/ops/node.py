@@ -9,16 +9,8 @@ from herd.crypto.ca import ClusterCA
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops import nodejoin
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.cluster import DEFAULT_GROUP, cluster_of, validate_group_ref
-from herd.ops.params import Param, check_ip
-
-
-def _node(ctx: OpContext, name: str) -> Node:
-    node = ctx.store.find("node", name)
-    if node is None:
-        known = ", ".join(n.name for n in ctx.store.list("node")) or "none"
-        raise ValidationError("name", name, f"an existing node: {known}")
-    return node
+from herd.ops.common import DEFAULT_GROUP, cluster_of, get_node, validate_group_ref
+from herd.ops.params import Param, check_ip, check_tags
 
 
 @register
@@ -34,7 +26,7 @@ class NodeAdd(Op):
             bool,
             doc="keep a copy of the config (default: fill the candidate pool)",
         ),
-        Param("tags", list, default=[], item_type=str, doc="node tags"),
+        Param("tags", list, default=[], item_type=str, check=check_tags, doc="node tags"),
     )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
@@ -90,11 +82,11 @@ class NodeRemove(Op):
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
         if level in ("node", "node-res"):
-            return LockSpec((_node(ctx, self.params["name"]).uuid,))
+            return LockSpec((get_node(ctx, self.params["name"], "name").uuid,))
         return super().declare_locks(level, ctx)
 
     def check(self, ctx: OpContext) -> None:
-        node = _node(ctx, self.params["name"])
+        node = get_node(ctx, self.params["name"], "name")
         if node.name == cluster_of(ctx).master_node:
             raise PrerequisiteError(f"node {node.name} is the master and cannot be removed")
         users = [
@@ -111,7 +103,7 @@ class NodeRemove(Op):
             )
 
     def run(self, ctx: OpContext) -> Any:
-        node = _node(ctx, self.params["name"])
+        node = get_node(ctx, self.params["name"], "name")
         with ctx.store.transaction() as txn:
             txn.delete(txn.get("node", node.uuid))
         problems = [] if node.offline else nodejoin.leave(ctx, node, cluster_of(ctx).ssh_public_key)
@@ -132,11 +124,11 @@ class NodeModify(Op):
         Param("master_candidate", bool, doc="keep a copy of the config"),
         Param("group", str, doc="move the node to this group"),
         Param("secondary_ip", str, check=check_ip, doc="new replication address"),
-        Param("tags", list, item_type=str, doc="node tags (replaces the list)"),
+        Param("tags", list, item_type=str, check=check_tags, doc="node tags (replaces the list)"),
     )
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
-        node = _node(ctx, self.params["name"])
+        node = get_node(ctx, self.params["name"], "name")
         if level == "nodegroup" and self.params["group"] is not None:
             target = validate_group_ref(ctx, self.params["group"])
             return LockSpec(tuple(sorted({node.group, target.uuid})))
@@ -146,7 +138,7 @@ class NodeModify(Op):
 
     def check(self, ctx: OpContext) -> None:
         p = self.params
-        node = _node(ctx, p["name"])
+        node = get_node(ctx, p["name"], "name")
         is_master = node.name == cluster_of(ctx).master_node
         if is_master and (p["offline"] or p["drained"] or p["master_candidate"] is False):
             raise PrerequisiteError(
@@ -166,7 +158,7 @@ class NodeModify(Op):
 
     def run(self, ctx: OpContext) -> Any:
         p = self.params
-        node = _node(ctx, p["name"])
+        node = get_node(ctx, p["name"], "name")
         wanted: dict[str, Any] = {
             k: p[k]
             for k in ("drained", "offline", "master_candidate", "secondary_ip", "tags")

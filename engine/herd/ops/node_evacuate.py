@@ -22,8 +22,8 @@ from herd.alloc.builtin import EVAC_MODES
 from herd.config.model import Instance, Node
 from herd.errors import PrerequisiteError
 from herd.ops.base import LockSpec, Op, OpContext, register
-from herd.ops.cluster import cluster_of, validate_group_ref
-from herd.ops.instance_common import MIRRORED, SHARED, get_node, instance_nodes
+from herd.ops.common import cluster_of, get_node, validate_group_ref
+from herd.ops.instance_common import MIRRORED, SHARED, instance_nodes
 from herd.ops.nodejoin import node_name_param
 from herd.ops.params import Param
 from herd.ops.placement import IALLOCATOR, node_facts

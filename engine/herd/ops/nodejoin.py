@@ -14,11 +14,11 @@ from herd.config.model import Node
 from herd.config.store import Transaction
 from herd.crypto.ca import ClusterCA
 from herd.errors import ConflictError, HostKeyMismatchError, NodeError, PrerequisiteError
-from herd.master.services import address
 from herd.ops.base import OpContext
 from herd.ops.params import Param, check_ip, check_name
 from herd.ops.undo import node_arg, node_of, undo_handler
 from herd.rpc.bootstrap import install_cluster_key, remove_cluster_key
+from herd.rpc.services import address
 from herd.rpc.ssh import fetch_host_key, fingerprint, parse_host_key
 
 NODE_CERT = "crypto/node.pem"

@@ -215,6 +215,21 @@ def check_abs_dir(value: str) -> str | None:
     return "an absolute normalised path of letters, digits and ._+- (no '.' or '..' parts)"
 
 
+#: Ganeti's bounds (MAX_TAG_LEN, MAX_TAGS_PER_OBJ): tags are labels, not a data store.
+MAX_TAG_LEN = 128
+MAX_TAGS_PER_OBJECT = 4096
+
+
+def check_tags(value: list[str]) -> str | None:
+    """The tags of one object: a bounded list of short, non-empty labels."""
+    if len(value) > MAX_TAGS_PER_OBJECT:
+        return f"at most {MAX_TAGS_PER_OBJECT} tags (got {len(value)})"
+    for tag in value:
+        if not 1 <= len(tag) <= MAX_TAG_LEN:
+            return f"tags of 1 to {MAX_TAG_LEN} characters (one has {len(tag)})"
+    return None
+
+
 def check_port_range(value: str) -> str | None:
     m = re.fullmatch(r"(\d+)-(\d+)", value)
     if m and 1024 <= int(m.group(1)) < int(m.group(2)) <= 65535:

@@ -19,7 +19,7 @@ from herd.crypto.ca import ClusterCA
 from herd.crypto.tls import parse_ciphers
 from herd.errors import TransferError, ValidationError
 from herd.ops.base import OpContext
-from herd.ops.cluster import BUILTIN_COMPRESSION
+from herd.ops.common import BUILTIN_COMPRESSION
 from herd.ops.params import Param
 from herd.ops.undo import node_arg, node_of, undo_handler
 

@@ -33,8 +33,9 @@ from typing import Any
 from herd.config.model import Cluster, Instance, Node
 from herd.errors import PrerequisiteError, ValidationError
 from herd.ops.base import OpContext
+from herd.ops.common import cluster_of
 from herd.ops.instance_base import assemble_disks, runtime_state, shutdown_disks
-from herd.ops.instance_common import cluster, instance_spec
+from herd.ops.instance_common import instance_spec
 from herd.ops.params import Param
 from herd.ops.undo import instance_arg, instance_of, node_arg, node_of, undo_handler
 
@@ -83,7 +84,7 @@ def zero_free_space(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any
     is forced off and the disks released before the error propagates; on success they
     are too, so the caller finds the instance exactly as it left it.
     """
-    c = cluster(ctx)
+    c = cluster_of(ctx)
     state = runtime_state(ctx, inst, node)
     if state and state.get("state") == "running":
         raise PrerequisiteError(

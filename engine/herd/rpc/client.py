@@ -22,46 +22,20 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import paramiko
 
 from herd.errors import HerdError, NodeError
-from herd.node.agent import PROTOCOL
+from herd.rpc.protocol import PROTOCOL, CallResult, result_of
 from herd.rpc.ssh import NodeAddress, SSHPool
 
 DEFAULT_COMMAND = "herd-node --serve"
 STDERR_TAIL_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class CallResult:
-    """One node's outcome in ``call_many``: a result or the error, never both."""
-
-    node: str
-    result: dict[str, Any] | None = None
-    error: HerdError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 class _BrokenSession(Exception):
     """The session can no longer be trusted; the request may or may not have run."""
-
-
-def _naming_node(doc: dict[str, Any], node: str) -> HerdError:
-    """The agent's error with the node recorded, and for a NodeError also named in the
-    message: an agent reports its own failure (an OS script's log tail, a full disk)
-    without knowing the name the cluster gave it, and the message is what people read."""
-    message = str(doc.get("message", ""))
-    if doc.get("type") == NodeError.kind and f"node {node}" not in message:
-        doc = {**doc, "message": f"node {node}: {message}"}
-    error = HerdError.from_dict(doc)
-    error.details.setdefault("node", node)
-    return error
 
 
 class _Session:
@@ -102,9 +76,7 @@ class _Session:
         answer = self._read_frame()
         if answer.get("id") != req_id:
             raise _BrokenSession(f"answer for request {answer.get('id')!r}, expected {req_id}")
-        if answer.get("ok") is True:
-            return dict(answer.get("result") or {})
-        raise _naming_node(dict(answer.get("error") or {}), self.node.name)
+        return result_of(answer, self.node.name)
 
     def stderr_tail(self) -> str:
         return bytes(self._stderr).decode("utf-8", "replace").strip()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import herd
-from herd.api.client import Client
+from herd.client import Client
 from tests.ansible.integration.runner import REPO, Run, play
 from tests.ansible.integration.test_playbooks import site_inventory, site_lab  # noqa: F401
 

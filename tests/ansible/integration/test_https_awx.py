@@ -20,7 +20,7 @@ import jinja2
 import pytest
 import yaml
 
-from herd.api.client import Client
+from herd.client import Client
 from tests.ansible.integration.runner import REPO
 from tests.engine.api.https_master import start_https_master
 

@@ -67,7 +67,7 @@ def test_modules_build_the_declared_cluster_then_change_nothing(
     assert node["group_name"] == "rack2" and node["tags"] == ["ansible"]
     (group,) = running.api.query("nodegroups", ["rack2"])
     assert group["alloc_policy"] == "last_resort"
-    assert group["diskparams"] == {"drbd": {"resync-rate": 61440}}
+    assert group["diskparams"] == {"drbd": {"resync_rate": 61440}}
     info = first.result("Read back")
     assert [n["name"] for n in info["nodes"]] == [n.name for n in lab.nodes]
 

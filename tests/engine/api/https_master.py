@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.config import Cluster, Node, NodeGroup, SQLiteStore
 from herd.crypto.ca import ClusterCA
 from herd.master.daemon import Master

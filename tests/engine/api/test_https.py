@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from herd.api.client import Client, https_client_context
 from herd.api.server import IDLE_TIMEOUT
 from herd.auth import AuthStore, FailureLimiter
 from herd.auth.ratelimit import MAX_FAILURES
 from herd.auth.store import MAX_PASSWORD_CHECKS
 from herd.cli.main import main as herd_main
+from herd.client import Client, https_client_context
 from herd.config import SQLiteStore
 from herd.crypto.ca import ClusterCA
 from herd.crypto.tls import TLS12_SUITES
@@ -258,8 +258,12 @@ def test_parallel_wrong_passwords_past_the_budget_are_refused_before_scrypt(
     """40 guesses at once: every password check is held at a gate, so none has failed
     yet when the rest arrive; only the budget's worth may reach scrypt, the others get
     429 while those checks are still running, and no more than the bound run at once."""
-    assert https.running.master.https is not None
-    https.running.master.https.limiter = FailureLimiter(window=3600)
+    server = https.running.master.https
+    assert server is not None
+    server.limiter = FailureLimiter(window=3600)
+    # All 40 come from one address: the per-address connection cap (tested on its own)
+    # would close most of them before the login limiter under test saw them.
+    server.max_connections_per_address = None
     https.running.api.add_user("alice", "correct horse")
     gate = scrypt_gate.install(monkeypatch)
     answers: list[tuple[int, str | None]] = []
@@ -311,6 +315,74 @@ def test_connections_past_the_cap_are_closed_at_once(https: HTTPSMaster) -> None
     finally:
         for sock in held:
             sock.close()
+
+
+def tls_socket(https: HTTPSMaster, source: str = "127.0.0.1") -> ssl.SSLSocket:
+    """A connection with its handshake done and nothing sent yet."""
+    port = int(https.url.rsplit(":", 1)[1])
+    context = https_client_context(str(https.ca_file))
+    plain = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
+    return context.wrap_socket(plain, server_side=False, server_hostname="127.0.0.1")
+
+
+def closed_by_server(sock: ssl.SSLSocket) -> bool:
+    """Whether the server has ended the connection (the read waits up to the socket's
+    timeout, a safety net: a live connection answers it with TimeoutError)."""
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except (ssl.SSLError, OSError):
+        return True
+
+
+def test_one_address_cannot_take_every_connection(https: HTTPSMaster) -> None:
+    server = https.running.master.https
+    assert server is not None
+    server.max_connections_per_address = 2
+    held = [tls_socket(https, "127.0.0.2") for _ in range(2)]
+    try:
+        poll("the server to hold two connections", lambda: server.connections() == 2)
+        with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
+            raw(https, "GET", "/v1/info", source="127.0.0.2")
+        assert raw(https, "GET", "/v1/info", source="127.0.0.3")[0] == 401
+        assert server.connections() == 2
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_silent_connection_is_closed_before_it_authenticates(https: HTTPSMaster) -> None:
+    server = https.running.master.https
+    assert server is not None
+    server.preauth_timeout = 0.5
+    with tls_socket(https) as sock:
+        assert closed_by_server(sock)
+    poll("the closed connection to free its place", lambda: server.connections() == 0)
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(https: HTTPSMaster) -> None:
+    """Slowloris: each byte arrives well within any per-read timeout, the whole head
+    never does. The client keeps dripping until the server hangs up (60s safety net)."""
+    server = https.running.master.https
+    assert server is not None
+    server.preauth_timeout = 1.0
+    head = b"GET /v1/info HTTP/1.1\r\n" + b"X-Slow: y\r\n" * 1000
+    with tls_socket(https) as sock:
+        sock.settimeout(0.1)
+        closed = False
+        for byte in head[:600]:
+            try:
+                sock.sendall(bytes([byte]))
+            except (ssl.SSLError, OSError):
+                closed = True
+                break
+            if closed_by_server(sock):
+                closed = True
+                break
+        assert closed, "the server kept a connection that never finished its request head"
+    token = https.running.api.create_token("after")
+    assert raw(https, "GET", "/v1/info", bearer(token))[0] == 200
 
 
 # ---- start-up and the command line -------------------------------------------------

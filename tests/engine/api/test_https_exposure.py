@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.errors import ForbiddenError
 from herd.ops import base, exposure
 from herd.ops.base import Op, OpContext

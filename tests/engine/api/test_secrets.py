@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from herd.api.client import Client
 from herd.api.server import Route
 from herd.cli.main import main as herd_main
+from herd.client import Client
 from herd.config import Disk, Instance
 from herd.errors import ForbiddenError, HerdError, ValidationError
 from herd.redact import REDACTED
@@ -46,6 +46,8 @@ QUERY_VALUES = {
     "names": "",
     "live": "0",
     "secrets": "1",
+    "op": "cluster.modify",
+    "name": "c1",
 }
 _ALTERNATIVES = re.compile(r"\(([a-z|]+)\)")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.errors import HerdError, MasterUnreachableError, PrerequisiteError
 from herd.master.daemon import Master
 from tests.engine.harness import PATIENCE, ThreadMaster, add_nodes, poll
@@ -25,7 +25,11 @@ class ProcessMaster:
     """``herd master`` in its own process, started the way operators start it."""
 
     def __init__(
-        self, state_dir: Path, socket_path: Path, env: Mapping[str, str] | None = None
+        self,
+        state_dir: Path,
+        socket_path: Path,
+        env: Mapping[str, str] | None = None,
+        patience: float = PATIENCE,
     ) -> None:
         self.state_dir, self.socket = state_dir, socket_path
         env = {**os.environ, "HERD_SOCKET": str(socket_path), **(env or {})}
@@ -36,7 +40,7 @@ class ProcessMaster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        poll("the master process to answer", self._answers)
+        poll("the master process to answer", self._answers, patience=patience)
         self.client = Client(str(socket_path), timeout=PATIENCE)
 
     def _answers(self) -> bool:

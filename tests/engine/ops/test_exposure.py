@@ -8,15 +8,14 @@ from typing import Any
 import pytest
 
 from herd.errors import ForbiddenError
-from herd.node.hv.base import hypervisor_for
+from herd.hvparams import HYPERVISORS, parameters_of
 from herd.ops import exposure
 from herd.ops.base import registry
-from herd.ops.cluster import HYPERVISORS
 from herd.ops.exposure import LOCAL_OPS, REMOTE_OPS, Keys
 
 
 def hypervisor_params() -> set[str]:
-    return {key for hv in HYPERVISORS for key in hypervisor_for(hv).PARAMETERS}
+    return {key for hv in HYPERVISORS for key in parameters_of(hv)}
 
 
 # ---- the classification is complete and names only what exists ----------------------

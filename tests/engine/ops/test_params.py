@@ -85,6 +85,16 @@ BAD_OPS: list[tuple[str, dict[str, Any], str]] = [
         "diskparams.plain.vg_name",
     ),
     ("cluster diskparams template", modify(diskparams={"tape": {}}), "diskparams.tape"),
+    (
+        "group diskparams hyphenated key",
+        {"op": "group.add", "name": "rack2", "diskparams": {"drbd": {"resync-rate": 61440}}},
+        "diskparams.drbd.resync-rate",
+    ),
+    ("mac_prefix multicast", modify(mac_prefix="01:00:5e"), "mac_prefix"),
+    ("mac_prefix broadcast", modify(mac_prefix="ff:ff:ff"), "mac_prefix"),
+    ("tag too long", add(tags=["x" * 129]), "tags"),
+    ("tag empty", {"op": "group.add", "name": "rack2", "tags": [""]}, "tags"),
+    ("too many tags", modify(tags=[f"t{i}" for i in range(4097)]), "tags"),
     ("file_storage_dir relative", modify(file_storage_dir="../../etc"), "file_storage_dir"),
     ("file_storage_dir dotdot", modify(file_storage_dir="/srv/../etc"), "file_storage_dir"),
     (

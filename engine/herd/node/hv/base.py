@@ -1,17 +1,17 @@
-"""The hypervisor interface on a node, and the hvparams each hypervisor accepts.
+"""The hypervisor interface on a node.
 
 The master sends a self-contained instance spec (docs/design.md) with hvparams already
-filled cluster -> group -> instance.  Each hypervisor describes its parameters in
-``PARAMETERS`` so the master can fill defaults and refuse unknown or mistyped ones
-*before* a job runs, with a ValidationError naming the parameter and the hypervisor:
-an option silently ignored would be a VM running with settings nobody asked for.
+filled cluster -> group -> instance.  Each hypervisor's ``PARAMETERS`` is its table in
+``herd.hvparams``, the same data the master fills and checks them with *before* a job
+runs, so a node refuses exactly what the master would.
 
-``hypervisor_for(name)`` returns the class (the master needs only ``PARAMETERS``); a node
-instantiates it with its context.  Modules in ``HYPERVISOR_MODULES`` register on import.
+``hypervisor_for(name)`` returns the class; a node instantiates it with its context.
+Modules in ``HYPERVISOR_MODULES`` register on import.
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import os
 import re
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from herd.errors import ValidationError
+from herd.hvparams import HvParam, fill_hvparams
 from herd.node.actions.registry import NodeContext
 
 #: Modules that register hypervisors on import; kvm adds itself here.
@@ -28,27 +29,6 @@ HYPERVISOR_MODULES = ("herd.node.hv.fake", "herd.node.hv.kvm")
 
 #: Instance names become file and process names on nodes: hostname characters only.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-
-
-@dataclass(frozen=True)
-class HvParam:
-    """One hypervisor parameter: its JSON type, default and (optionally) allowed values."""
-
-    type: type
-    default: Any
-    doc: str
-    allowed: tuple[Any, ...] | None = None
-
-    def check(self, field: str, value: Any, hypervisor: str) -> Any:
-        ok = isinstance(value, self.type) and not (
-            self.type is not bool and isinstance(value, bool)
-        )
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if ok and (self.allowed is None or value in self.allowed):
-            return value
-        allowed = f"one of {list(self.allowed)}" if self.allowed else self.type.__name__
-        raise ValidationError(field, value, f"{allowed} (hypervisor {hypervisor})")
 
 
 @dataclass(frozen=True)
@@ -76,28 +56,8 @@ class Hypervisor(ABC):
 
     @classmethod
     def fill_hvparams(cls, hvparams: Mapping[str, Any], field: str = "hvparams") -> dict[str, Any]:
-        """Defaults plus ``hvparams``, each checked; unknown names are refused, not ignored."""
-        filled = {key: p.default for key, p in cls.PARAMETERS.items()}
-        for key, value in hvparams.items():
-            param = cls.PARAMETERS.get(key)
-            if param is None:
-                raise ValidationError(
-                    f"{field}.{key}",
-                    value,
-                    f"one of {sorted(cls.PARAMETERS)}",
-                    f"hypervisor {cls.name} does not support parameter '{key}'",
-                )
-            filled[key] = param.check(f"{field}.{key}", value, cls.name)
-        cls.check_hvparams(filled, field)
-        return filled
-
-    @classmethod  # noqa: B027
-    def check_hvparams(cls, filled: Mapping[str, Any], field: str) -> None:
-        """Optional hook: checks across parameters, or of a value's form, once typed.
-
-        Runs wherever ``fill_hvparams`` does, so the master refuses at submit time what
-        the node would refuse at start.
-        """
+        """Defaults plus ``hvparams``, each checked as the master checks them."""
+        return fill_hvparams(cls.name, hvparams, field)
 
     @abstractmethod
     def start(
@@ -134,7 +94,7 @@ class Hypervisor(ABC):
     def migration_accept(
         self,
         spec: dict[str, Any],
-        disk_paths: list[str],
+        disk_paths: builtins.list[str],
         bind_ip: str = "127.0.0.1",
         tls: MigrationTLS | None = None,
     ) -> dict[str, Any]:

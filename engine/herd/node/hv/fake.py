@@ -14,6 +14,7 @@ than as our instance.  Guests run in their own session, so they outlive the agen
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from herd import hvparams
 from herd.errors import (
     ConflictError,
     NodeError,
@@ -37,7 +39,6 @@ from herd.errors import (
 from herd.node import proc
 from herd.node.actions.registry import NodeContext
 from herd.node.hv.base import (
-    HvParam,
     Hypervisor,
     MigrationTLS,
     check_name,
@@ -61,13 +62,7 @@ class FakeHypervisor(Hypervisor):
     """Instances as detached ``fake_guest`` processes with a status file each."""
 
     name = "fake"
-    PARAMETERS = {
-        "acpi": HvParam(bool, True, "guest honours the power button; off: stop must kill"),
-        "heartbeat_interval": HvParam(float, 1.0, "seconds between guest status updates"),
-        "migration_image_mib": HvParam(
-            int, 4, "MiB of memory stand-in a migration sends", (1, 2, 4, 8, 16, 32, 64)
-        ),
-    }
+    PARAMETERS = hvparams.FAKE
 
     @property
     def state_dir(self) -> Path:
@@ -174,7 +169,7 @@ class FakeHypervisor(Hypervisor):
     def migration_accept(
         self,
         spec: dict[str, Any],
-        disk_paths: list[str],
+        disk_paths: builtins.list[str],
         bind_ip: str = "127.0.0.1",
         tls: MigrationTLS | None = None,
     ) -> dict[str, Any]:
@@ -264,7 +259,7 @@ class FakeHypervisor(Hypervisor):
             return {"changed": True, "role": "source", "state": "running"}
         return {"changed": False, "role": None, "state": status}
 
-    def _checked(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def _checked(self, spec: dict[str, Any], disk_paths: builtins.list[str]) -> dict[str, Any]:
         spec = check_spec(spec, type(self))
         if len(disk_paths) != len(spec.get("disks", [])):
             raise ValidationError(
@@ -284,7 +279,7 @@ class FakeHypervisor(Hypervisor):
     def _spawn(
         self,
         spec: dict[str, Any],
-        disk_paths: list[str],
+        disk_paths: builtins.list[str],
         status: str,
         listener: socket.socket | None = None,
         port: int | None = None,

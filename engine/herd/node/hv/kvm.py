@@ -47,6 +47,7 @@ VNC display without a password is refused when the instance is submitted.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import grp
@@ -62,16 +63,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from herd import hvparams
 from herd.errors import ConflictError, NodeError, PrerequisiteError, ValidationError
 from herd.node import proc
 from herd.node.actions.registry import NodeContext
 from herd.node.hv.base import (
-    HvParam,
     Hypervisor,
     MigrationTLS,
     check_name,
@@ -106,79 +107,12 @@ AUTHZ_ID = "migration-authz"
 READY_POLL = 0.1
 
 
-def _str_param(default: str, doc: str) -> HvParam:
-    return HvParam(str, default, doc)
-
-
 @register_hypervisor
 class KvmHypervisor(Hypervisor):
     """Instances as detached qemu processes with a QMP monitor each."""
 
     name = "kvm"
-    PARAMETERS = {
-        "acceleration": HvParam(
-            str, "kvm", "kvm: hardware virtualisation (/dev/kvm); tcg: emulation", ("kvm", "tcg")
-        ),
-        "cpu_type": _str_param("", "qemu -cpu model; empty: host (kvm) or max (tcg)"),
-        "machine_type": _str_param("pc", "qemu -machine type, e.g. pc, q35, pc-i440fx-7.2"),
-        "kernel_path": _str_param("", "kernel to boot directly; empty: boot from the disks"),
-        "initrd_path": _str_param("", "initrd for kernel_path; empty: none"),
-        "kernel_args": _str_param("ro console=ttyS0", "kernel command line for kernel_path"),
-        "boot_order": HvParam(
-            str, "disk", "first boot device without kernel_path", ("disk", "cdrom", "network")
-        ),
-        "disk_cache": HvParam(
-            str,
-            "default",
-            "qemu cache mode of every disk; default: qemu's own choice",
-            ("default", "none", "writethrough", "writeback", "directsync", "unsafe"),
-        ),
-        "serial_console": HvParam(bool, True, "serial port on a Unix socket plus serial.log"),
-        "vnc_bind_address": _str_param(
-            "",
-            "IP address for a VNC display; empty: no VNC; other than loopback "
-            "only with vnc_password_file",
-        ),
-        "vnc_password_file": _str_param(
-            "", "file on the node whose first line is the VNC password; empty: no password"
-        ),
-        "acpi": HvParam(bool, True, "ACPI for the guest; off: a clean stop is impossible"),
-        "reboot_behavior": HvParam(
-            str,
-            "reboot",
-            "guest-initiated reboot: reboot in place, or exit qemu",
-            ("reboot", "exit"),
-        ),
-        "migration_bandwidth": HvParam(int, 32, "MiB/s a migration may use"),
-        "migration_downtime": HvParam(int, 30, "longest pause (ms) at the migration switch-over"),
-    }
-
-    @classmethod
-    def check_hvparams(cls, filled: Mapping[str, Any], field: str) -> None:
-        """A VNC display on the network needs a password; loopback is for local tools."""
-        address = filled["vnc_bind_address"]
-        password_file = filled["vnc_password_file"]
-        if password_file and not password_file.startswith("/"):
-            raise ValidationError(
-                f"{field}.vnc_password_file", password_file, "an absolute path on the node"
-            )
-        if not address:
-            return
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError as exc:
-            raise ValidationError(
-                f"{field}.vnc_bind_address",
-                address,
-                "an IP address of the node (127.0.0.1: local access only), or empty for no VNC",
-            ) from exc
-        if not ip.is_loopback and not password_file:
-            raise ValidationError(
-                f"{field}.vnc_bind_address",
-                address,
-                "a loopback address (127.0.0.1, ::1) unless vnc_password_file is set: "
-                "a VNC console reachable from the network needs a password",
-            )
+    PARAMETERS = hvparams.KVM
 
     @property
     def state_dir(self) -> Path:
@@ -296,7 +230,7 @@ class KvmHypervisor(Hypervisor):
     def migration_accept(
         self,
         spec: dict[str, Any],
-        disk_paths: list[str],
+        disk_paths: builtins.list[str],
         bind_ip: str = "127.0.0.1",
         tls: MigrationTLS | None = None,
     ) -> dict[str, Any]:
@@ -449,7 +383,7 @@ class KvmHypervisor(Hypervisor):
             }
             self._save(name, runtime)
 
-    def _checked(self, spec: dict[str, Any], disk_paths: list[str]) -> dict[str, Any]:
+    def _checked(self, spec: dict[str, Any], disk_paths: builtins.list[str]) -> dict[str, Any]:
         spec = check_spec(spec, type(self))
         disks = spec.get("disks", [])
         if len(disk_paths) != len(disks):
@@ -478,8 +412,8 @@ class KvmHypervisor(Hypervisor):
     def _launch(
         self,
         spec: dict[str, Any],
-        disk_paths: list[str],
-        extra_args: list[str] | None = None,
+        disk_paths: builtins.list[str],
+        extra_args: builtins.list[str] | None = None,
         status: str = "running",
         port: int | None = None,
     ) -> dict[str, Any]:

@@ -41,6 +41,9 @@ TOOL_CHECK_TIMEOUT = 10.0
 PIPE_CHUNK = 256 * 1024
 #: How much of a tool's stderr ends up in its error message; the rest is read and dropped.
 STDERR_TAIL = 4 * 1024
+#: After the tool exits, how long its stderr may stay open: a child it left behind can
+#: hold the pipe for ever, and the transfer must not wait for that child.
+STDERR_DRAIN_TIMEOUT = 10.0
 
 Sink = Callable[[bytes], None]
 Source = Callable[[], bytes]
@@ -293,9 +296,11 @@ class _Tool:
         self._drain.start()
 
     def _drain_stderr(self) -> None:
+        """Runs until stderr ends and then closes it: this thread owns the pipe, since
+        closing it elsewhere would block on the read in progress here."""
         stderr = self.proc.stderr
         assert stderr is not None
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError), stderr:
             while chunk := stderr.read1(PIPE_CHUNK):  # type: ignore[attr-defined]
                 self._stderr += chunk
                 del self._stderr[:-STDERR_TAIL]
@@ -316,8 +321,8 @@ class _Tool:
         if self._thread is not None:
             self._thread.join()
         code = self.proc.wait()
-        self._drain.join()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        self._drain.join(timeout=STDERR_DRAIN_TIMEOUT)
+        for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None and not pipe.closed:
                 pipe.close()
         # A tool that exits early breaks the pipe we feed it: its exit and its own words
@@ -341,7 +346,7 @@ class _Tool:
         for thread in (self._thread, self._drain):
             if thread is not None:
                 thread.join(timeout=5)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None and not pipe.closed:
                 with contextlib.suppress(OSError):
                     pipe.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from herd.errors import TransferError, ValidationError
+from herd.node.transfer import codecs
 from herd.node.transfer.codecs import BUILTIN_NAMES, STDERR_TAIL, TOOL_DIR_ENV, get_codec
 
 from .conftest import mixed
@@ -164,3 +167,25 @@ def test_stderr_tail_is_kept_for_the_error(tool_dir: Path, monkeypatch: pytest.M
     assert err.value.details["exit_code"] == 7
     assert err.value.message.endswith("last words")
     assert len(err.value.message) < STDERR_TAIL + 200
+
+
+#: A tool that leaves a child behind holding its stderr open (and records the child's pid).
+FORKING_TOOL = GOOD_TOOL.replace(
+    'case "$1" in',
+    'sleep 600 </dev/null >/dev/null &\necho $! >> "$(dirname "$0")/children"\ncase "$1" in',
+)
+
+
+def test_a_child_holding_stderr_open_does_not_hang_the_stream(
+    tool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(tool_dir, "forking", FORKING_TOOL)
+    monkeypatch.setattr(codecs, "STDERR_DRAIN_TIMEOUT", 0.5)
+    data = mixed(200_000)
+    try:
+        out, _ = within(120, lambda: round_trip("forking", data))
+    finally:
+        for pid in (tool_dir / "children").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert out == data

@@ -1,17 +1,20 @@
-"""herd_client against real HTTP servers: a Unix-socket server and a TLS server in-process.
+"""herd_client against the real master in a thread, through a recording relay.
 
-The server is a scripted test double of the master's API (the real master is another
-layer); what is under test is the client's own HTTP handling: the bytes it sends, how it
-reads answers and errors, the long poll, and the transport failures it explains.
+The relay (a Unix-socket or TLS server in-process) logs the bytes the client sends and
+passes each request to the real master's API on its Unix socket, so routes, answers and
+errors are the engine's own. A fake answers only what a healthy master never does: a 5xx
+with a plain-text body.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import http.client
 import http.server
 import ipaddress
 import json
+import socket
 import socketserver
 import ssl
 import threading
@@ -33,51 +36,48 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from herd import __version__
+from tests.engine.api.https_master import seed_cluster
+from tests.engine.harness import PATIENCE, ThreadMaster, start_thread_master
 
-class FakeMaster:
-    """API state plus a log of every request the client made."""
+#: What a master in trouble answers; a healthy master never sends a plain-text 5xx.
+BROKEN = "/v1/broken"
 
-    def __init__(self) -> None:
+
+class Relay:
+    """A log of every request the client made, forwarded to the real master."""
+
+    def __init__(self, master: ThreadMaster) -> None:
+        self.master = master
         self.requests: list[dict[str, Any]] = []
-        self.jobs: dict[int, dict[str, Any]] = {}
-        #: per job: the documents successive wait calls return (the last one repeats).
-        self.script: dict[int, list[dict[str, Any]]] = {}
-        self.nodes = [{"name": "n1", "primary_ip": "192.0.2.1"}]
-        self.cluster: dict[str, Any] | None = None
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if path == "/v1/info":
-            return 200, {"version": "0.1.0", "cluster": None}
-        if path == "/v1/jobs" and method == "POST":
-            job_id = len(self.jobs) + 1
-            self.jobs[job_id] = body
-            return 200, {"job_id": job_id}
-        if path.startswith("/v1/jobs/") and path.endswith("/wait"):
-            steps = self.script[int(path.split("/")[3])]
-            return 200, steps.pop(0) if len(steps) > 1 else steps[0]
-        if path == "/v1/query/cluster":
-            if self.cluster is None:
-                return 404, {"error": {"type": "NotFoundError", "message": "no cluster"}}
-            return 200, self.cluster
-        if path == "/v1/query/nodes":
-            names = query.get("names", "").split(",") if query.get("names") else None
-            return 200, {"items": [n for n in self.nodes if names is None or n["name"] in names]}
-        if path == "/v1/query/nodegroups":
-            return 404, {"error": {"type": "NotFoundError", "message": "group x not found"}}
-        if path == "/v1/broken":
-            return 500, "plain text failure"
-        if path == "/v1/invalid":
-            return 400, {
-                "error": {
-                    "type": "ValidationError",
-                    "message": "invalid value 'x' for field 'alloc_policy'",
-                    "details": {"field": "alloc_policy", "value": "x"},
-                }
-            }
-        return 404, {"error": {"type": "NotFoundError", "message": f"no route {path}"}}
+    def forward(self, method: str, target: str, raw: bytes) -> tuple[int, bytes]:
+        if urlsplit(target).path == BROKEN:
+            return 500, b"plain text failure"
+        conn = _MasterConnection(str(self.master.socket))
+        try:
+            headers = {"Content-Type": "application/json"} if raw else {}
+            conn.request(method, target, body=raw or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
 
 
-def _handler(master: FakeMaster) -> type[http.server.BaseHTTPRequestHandler]:
+class _MasterConnection(http.client.HTTPConnection):
+    """HTTP over the master's Unix socket (the relay's upstream)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=PATIENCE * 2)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _handler(relay: Relay) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -85,19 +85,16 @@ def _handler(master: FakeMaster) -> type[http.server.BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            body = json.loads(raw) if raw else None
-            master.requests.append(
+            relay.requests.append(
                 {
                     "method": self.command,
                     "path": parts.path,
-                    "query": query,
+                    "query": {k: v[0] for k, v in parse_qs(parts.query).items()},
                     "headers": dict(self.headers),
-                    "body": body,
+                    "body": json.loads(raw) if raw else None,
                 }
             )
-            status, answer = master.handle(self.command, parts.path, query, body)
-            data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
+            status, data = relay.forward(self.command, self.path, raw)
             self.send_response(status)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -125,7 +122,8 @@ class _TLSHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def _serve(server: socketserver.BaseServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval keeps each test's shutdown quick.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield
@@ -136,93 +134,106 @@ def _serve(server: socketserver.BaseServer) -> Iterator[None]:
 
 
 @pytest.fixture
-def master() -> FakeMaster:
-    return FakeMaster()
+def running(tmp_path: Path) -> Iterator[ThreadMaster]:
+    """A real master with cluster c1 (nodes m1 and n2) in its store."""
+    seed_cluster(tmp_path / "state", "c1")
+    master = start_thread_master(tmp_path)
+    yield master
+    master.stop()
 
 
 @pytest.fixture
-def unix_client(tmp_path: Path, master: FakeMaster) -> Iterator[HerdClient]:
-    path = str(tmp_path / "master.sock")
-    server = _UnixHTTPServer(path, _handler(master))
+def relay(running: ThreadMaster) -> Relay:
+    return Relay(running)
+
+
+@pytest.fixture
+def unix_client(tmp_path: Path, relay: Relay) -> Iterator[HerdClient]:
+    path = str(tmp_path / "relay.sock")
+    server = _UnixHTTPServer(path, _handler(relay))
     yield from (HerdClient(socket_path=path) for _ in _serve(server))
 
 
-def _job(status: str, log: list[int], error: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "id": 1,
-        "status": status,
-        "ops": [],
-        "log": [{"serial": s, "time": 1.0, "type": "message", "message": f"m{s}"} for s in log],
-        "error": error,
-    }
-
-
 def test_submit_posts_ops_reason_and_priority_as_json(
-    unix_client: HerdClient, master: FakeMaster
+    unix_client: HerdClient, relay: Relay
 ) -> None:
-    ops = [{"op": "node.add", "name": "n2"}]
+    ops = [{"op": "debug.delay"}]
     reason = [["ansible:herd.cluster.node", "add n2", 1700000000.0]]
-    assert unix_client.submit(ops, reason) == 1
-    sent = master.requests[-1]
+    job_id = unix_client.submit(ops, reason)
+    assert job_id == 1
+    sent = relay.requests[-1]
     assert (sent["method"], sent["path"]) == ("POST", "/v1/jobs")
     assert sent["body"] == {"ops": ops, "priority": 0, "reason": reason}
     assert sent["headers"]["Content-Type"] == "application/json"
     assert "Authorization" not in sent["headers"]
+    assert unix_client.job(job_id)["ops"][0]["op"] == "debug.delay"
 
 
 def test_wait_reports_each_log_entry_once_and_returns_final_job(
-    unix_client: HerdClient, master: FakeMaster
+    unix_client: HerdClient, relay: Relay
 ) -> None:
-    master.script[1] = [_job("queued", []), _job("running", [1, 2]), _job("success", [1, 2, 3])]
+    job_id = unix_client.submit([{"op": "debug.delay", "log_messages": 3}], [])
     seen: list[int] = []
-    job = unix_client.wait(1, timeout=60, on_log=lambda e: seen.append(e["serial"]))
+    job = unix_client.wait(job_id, timeout=PATIENCE * 2, on_log=lambda e: seen.append(e["serial"]))
     assert job["status"] == "success"
-    assert seen == [1, 2, 3]
-    polls = [r["query"]["log_since"] for r in master.requests if r["path"].endswith("/wait")]
-    assert polls == ["0", "0", "2"]
+    assert seen == sorted(set(seen))
+    log = unix_client.job(job_id)["log"]
+    assert seen == [e["serial"] for e in log]
+    assert [e["message"] for e in log][-3:] == [f"delay step {i}/3" for i in (1, 2, 3)]
+    polls = [int(r["query"]["log_since"]) for r in relay.requests if r["path"].endswith("/wait")]
+    # Each poll asks only for what it has not seen yet: from 0, then from the last serial.
+    assert polls[0] == 0
+    assert polls == sorted(polls)
+    assert set(polls) <= {0, *seen}
 
 
-def test_failed_job_raises_with_the_jobs_error(unix_client: HerdClient, master: FakeMaster) -> None:
-    error = {"type": "ConflictError", "message": "IP in use", "details": {"ip": "192.0.2.9"}}
-    master.script[1] = [_job("error", [1], error)]
+def test_failed_job_raises_with_the_jobs_error(unix_client: HerdClient) -> None:
+    job_id = unix_client.submit([{"op": "debug.delay", "fail": True}], [])
     with pytest.raises(HerdJobFailed) as caught:
-        unix_client.wait(1, timeout=60)
-    assert caught.value.kind == "ConflictError"
-    assert caught.value.details == {"ip": "192.0.2.9"}
-    assert "job 1 error: IP in use" in str(caught.value)
+        unix_client.wait(job_id, timeout=PATIENCE * 2)
+    assert caught.value.kind == "HerdError"
+    assert isinstance(caught.value.details, dict)
+    assert f"job {job_id} error: debug.delay failed on request" in str(caught.value)
     assert caught.value.job["status"] == "error"
 
 
-def test_wait_timeout_says_the_job_goes_on(unix_client: HerdClient, master: FakeMaster) -> None:
-    master.script[1] = [_job("running", [])]
+def test_wait_timeout_says_the_job_goes_on(unix_client: HerdClient) -> None:
+    job_id = unix_client.submit([{"op": "debug.delay", "duration": PATIENCE * 4}], [])
     with pytest.raises(HerdJobTimeout, match="keeps running on the master"):
-        unix_client.wait(1, timeout=0)
+        unix_client.wait(job_id, timeout=0)
 
 
 def test_api_error_body_becomes_typed_error(unix_client: HerdClient) -> None:
     with pytest.raises(HerdApiError) as caught:
-        unix_client.request("GET", "/v1/invalid")
+        unix_client.request("GET", "/v1/jobs", params={"status": "x"})
     assert (caught.value.kind, caught.value.status) == ("ValidationError", 400)
-    assert caught.value.details["field"] == "alloc_policy"
+    assert caught.value.details["field"] == "status"
     assert str(caught.value).startswith("ValidationError: invalid value 'x'")
 
 
 def test_non_json_error_is_still_reported(unix_client: HerdClient) -> None:
     with pytest.raises(HerdApiError) as caught:
-        unix_client.request("GET", "/v1/broken")
+        unix_client.request("GET", BROKEN)
     assert (caught.value.kind, caught.value.status) == ("HTTPError", 500)
     assert "plain text failure" in caught.value.message
 
 
-def test_queries(unix_client: HerdClient, master: FakeMaster) -> None:
-    assert unix_client.cluster() is None
-    master.cluster = {"name": "c1"}
-    assert unix_client.cluster() == {"name": "c1"}
-    assert unix_client.query_one("nodes", "n1") == master.nodes[0]
-    assert master.requests[-1]["query"] == {"names": "n1"}
+def test_queries(unix_client: HerdClient, relay: Relay) -> None:
+    assert unix_client.cluster()["name"] == "c1"
+    n2 = unix_client.query_one("nodes", "n2")
+    assert (n2 or {})["primary_ip"] == "192.0.2.2"
+    assert relay.requests[-1]["query"] == {"names": "n2"}
     assert unix_client.query_one("nodes", "n9") is None
     assert unix_client.query_one("nodegroups", "x") is None
-    assert unix_client.info()["version"] == "0.1.0"
+    assert unix_client.info()["version"] == __version__
+
+
+def test_no_cluster_yet_is_none(tmp_path: Path) -> None:
+    master = start_thread_master(tmp_path)
+    try:
+        assert HerdClient(socket_path=str(master.socket)).cluster() is None
+    finally:
+        master.stop()
 
 
 def test_missing_socket_explains_itself(tmp_path: Path) -> None:
@@ -275,9 +286,9 @@ def _certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def https_url(tmp_path: Path, master: FakeMaster) -> Iterator[tuple[str, Path]]:
+def https_url(tmp_path: Path, relay: Relay) -> Iterator[tuple[str, Path]]:
     cert_path, key_path = _certificate(tmp_path)
-    server = _TLSHTTPServer(("127.0.0.1", 0), _handler(master))
+    server = _TLSHTTPServer(("127.0.0.1", 0), _handler(relay))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -286,19 +297,19 @@ def https_url(tmp_path: Path, master: FakeMaster) -> Iterator[tuple[str, Path]]:
 
 
 def test_https_with_cluster_ca_sends_bearer_token(
-    https_url: tuple[str, Path], master: FakeMaster
+    https_url: tuple[str, Path], relay: Relay
 ) -> None:
     url, ca = https_url
     client = HerdClient(api_url=url, api_token="tok-123", ca_path=str(ca))
-    assert client.info()["version"] == "0.1.0"
-    assert master.requests[-1]["headers"]["Authorization"] == "Bearer tok-123"
+    assert client.info()["version"] == __version__
+    assert relay.requests[-1]["headers"]["Authorization"] == "Bearer tok-123"
 
 
-def test_https_basic_auth(https_url: tuple[str, Path], master: FakeMaster) -> None:
+def test_https_basic_auth(https_url: tuple[str, Path], relay: Relay) -> None:
     url, ca = https_url
     client = HerdClient(api_url=url + "/", api_user="admin", api_password="pw", ca_path=str(ca))
     client.query("nodes")
-    sent = master.requests[-1]
+    sent = relay.requests[-1]
     assert sent["path"] == "/v1/query/nodes"
     assert sent["headers"]["Authorization"] == "Basic " + base64.b64encode(b"admin:pw").decode()
 
@@ -309,4 +320,4 @@ def test_https_untrusted_certificate_is_refused_unless_validation_is_off(
     url, _ca = https_url
     with pytest.raises(HerdApiError, match="set ca_path to the cluster CA"):
         HerdClient(api_url=url).info()
-    assert HerdClient(api_url=url, validate_certs=False).info()["version"] == "0.1.0"
+    assert HerdClient(api_url=url, validate_certs=False).info()["version"] == __version__

@@ -5,12 +5,22 @@ this is the module-side policy only (the client's HTTP is tested in test_herd_cl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdJobFailed
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    HerdClient,
+    HerdJobFailed,
+)
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    pending_job,
+)
+
+from tests.engine.harness import PATIENCE, ThreadMaster, start_thread_master
 
 OPS = [{"op": "node.modify", "name": "n1", "drained": True}]
 
@@ -103,3 +113,128 @@ def test_client_errors_fail_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["failed"] is True
     assert "https://" in result["msg"]
     assert result["error"]["type"] == "ValidationError"
+
+
+class ReconcileClient(RecordingClient):
+    """A RecordingClient that also serves the object a module reconciles and the job list."""
+
+    def __init__(self, objects: list[dict[str, Any] | None]) -> None:
+        super().__init__()
+        self.objects = objects
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+
+    def query_node(self) -> dict[str, Any] | None:
+        return self.objects.pop(0)
+
+    def request(self, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append((method, path, params))
+        return {"items": [{"id": 7, "status": "queued"}]}
+
+
+def plan_drain(current: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if current and current["drained"]:
+        return [], {}
+    return OPS, {"before": {"drained": False}, "after": {"drained": True}}
+
+
+def reconcile_module(
+    capsys: pytest.CaptureFixture[str], client: ReconcileClient, **args: Any
+) -> dict[str, Any]:
+    with patch_module_args(
+        {"socket": "/nonexistent.sock", "name": "n1", "state": "present", **args}
+    ):
+        herd = HerdModule("node", {"name": {"type": "str"}, "state": {"type": "str"}})
+        herd.client = client  # type: ignore[assignment]
+        with pytest.raises(SystemExit):
+            herd.run(lambda h: h.reconcile(client.query_node, plan_drain))
+    return json.loads(capsys.readouterr().out)
+
+
+def test_reconcile_applies_the_plan_and_reports_the_object_read_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ReconcileClient([{"drained": False}, {"drained": True}])
+    result = reconcile_module(capsys, client)
+    assert client.submitted[0][0] == OPS
+    assert client.submitted[0][1][0][:2] == ["ansible:herd.cluster.node", "node n1 state=present"]
+    assert (result["changed"], result["node"]) == (True, {"drained": True})
+    assert result["diff"] == {"before": {"drained": False}, "after": {"drained": True}}
+
+
+def test_reconcile_in_check_mode_reports_the_object_as_it_was(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ReconcileClient([{"drained": False}])
+    result = reconcile_module(capsys, client, _ansible_check_mode=True)
+    assert (client.submitted, client.objects) == ([], [])
+    assert (result["changed"], result["node"]) == (True, {"drained": False})
+    assert "diff" in result
+
+
+def test_reconcile_without_changes_has_no_diff(capsys: pytest.CaptureFixture[str]) -> None:
+    client = ReconcileClient([{"drained": True}])
+    result = reconcile_module(capsys, client)
+    assert (client.submitted, result["changed"], result["node"]) == ([], False, {"drained": True})
+    assert "diff" not in result
+
+
+def test_a_dry_run_is_submitted_and_waited_for_in_check_mode_without_a_change(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = RecordingClient(op_results=[{"result": {"changed": True}}])
+
+    def body(herd: HerdModule) -> dict[str, Any]:
+        return {"done": herd.apply(OPS, "evacuate n1", dry_run=True), "seen": herd.result}
+
+    with patch_module_args({"socket": "/nonexistent.sock", "_ansible_check_mode": True}):
+        herd = HerdModule("node_evacuate", {})
+        herd.client = client  # type: ignore[assignment]
+        with pytest.raises(SystemExit):
+            herd.run(body)
+    result = json.loads(capsys.readouterr().out)
+    assert (client.waited, result["job_ids"], result["changed"]) == ([42], [42], False)
+    assert (result["done"], result["seen"]) == (True, {"changed": True})
+
+
+def test_an_unfinished_job_is_found_by_the_masters_filter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ReconcileClient([])
+    with patch_module_args({"socket": "/nonexistent.sock"}):
+        herd = HerdModule("instance", {})
+    herd.client = client  # type: ignore[assignment]
+    assert pending_job(herd.client, "instance.add", "web1") == 7
+    assert client.requests == [
+        ("GET", "/v1/jobs", {"status": "unfinished", "op": "instance.add", "name": "web1"})
+    ]
+
+
+@pytest.fixture
+def thread_master(tmp_path: Path) -> Iterator[ThreadMaster]:
+    running = start_thread_master(tmp_path)
+    yield running
+    running.stop()
+
+
+def test_the_real_master_finds_only_the_matching_unfinished_job(
+    thread_master: ThreadMaster,
+) -> None:
+    """The filter's contract as the master serves it: op and object name, unfinished only."""
+    blocker, *waiting = thread_master.api.submit_many(
+        [
+            {"ops": [{"op": "debug.delay", "duration": PATIENCE * 4}]},
+            {
+                "ops": [{"op": "group.add", "name": "rack1"}],
+                "depends": [[-1, ["success", "error", "canceled"]]],
+            },
+            {
+                "ops": [{"op": "group.add", "name": "rack2"}],
+                "depends": [[-2, ["success", "error", "canceled"]]],
+            },
+        ]
+    )
+    client = HerdClient(socket_path=str(thread_master.socket))
+    thread_master.wait_status(blocker, "running")
+    assert pending_job(client, "group.add", "rack2") == waiting[1]
+    assert pending_job(client, "group.remove", "rack2") is None
+    assert pending_job(client, "group.add", "rack3") is None

@@ -12,7 +12,7 @@ RACK2 = {
     "name": "rack2",
     "alloc_policy": "preferred",
     "ndparams": {},
-    "diskparams": {"drbd": {"resync-rate": 1024, "metavg": "xenvg"}},
+    "diskparams": {"drbd": {"resync_rate": 1024, "metavg": "xenvg"}},
     "hvparams": {},
     "tags": [],
 }
@@ -32,9 +32,9 @@ def test_create() -> None:
 
 
 def test_modify_sends_merged_params_and_is_then_idempotent() -> None:
-    wanted = params(diskparams={"drbd": {"resync-rate": 61440}})
+    wanted = params(diskparams={"drbd": {"resync_rate": 61440}})
     ops, _ = plan(RACK2, None, wanted)
-    merged = {"drbd": {"resync-rate": 61440, "metavg": "xenvg"}}
+    merged = {"drbd": {"resync_rate": 61440, "metavg": "xenvg"}}
     assert ops == [{"op": "group.modify", "name": "rack2", "diskparams": merged}]
     assert plan(RACK2 | {"diskparams": merged}, None, wanted) == ([], {})
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from herd.api.client import Client
+from herd.client import Client
 from herd.errors import HerdError, MasterUnreachableError, NotFoundError, ValidationError
 from tests.engine.harness import ThreadMaster
 

@@ -1,4 +1,7 @@
-"""Client of the master's API: what the CLI, the benches and the tests use.
+"""Client of a master's API: what the CLI, the benches and the tests use, and what a move
+between clusters uses to reach the other cluster's master. It sits below every layer
+that uses it (it knows only errors and the job states), so an op can hold one without
+reaching up into the API server.
 
 The local root-only socket is the default; with an ``https://`` URL the same calls go
 over TLS to a master elsewhere, authenticated by an API token or a user and password and

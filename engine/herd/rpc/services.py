@@ -1,4 +1,5 @@
-"""Long-lived things ops reach through ``ctx.services``: key paths and the node RPC client.
+"""The master's node services: key paths and the pooled node RPC client, behind the
+``herd.ops.base.NodeServices`` protocol that ops are given as ``ctx.services``.
 
 Ops never open SSH connections themselves; they ask these services, which keep one pooled
 connection and one agent session per node for the master's lifetime.
@@ -8,24 +9,42 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 
 from herd import faults
-from herd.config.model import Node
 from herd.crypto.sshkeys import load_ssh_key
 from herd.errors import PrerequisiteError
-from herd.rpc.client import CallResult, NodeClient
+from herd.rpc.client import NodeClient
+from herd.rpc.protocol import CallResult
 from herd.rpc.ssh import NodeAddress, SSHPool
 
 SSH_KEY_FILE = "ssh_key"
 BOOTSTRAP_KEY_ENV = "HERD_BOOTSTRAP_KEY"
 
 
-def address(node: Node) -> NodeAddress:
+class Reachable(Protocol):
+    """What reaching a node takes (``herd.config.model.Node`` has it); named here so rpc
+    stays below the config model instead of importing it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def primary_ip(self) -> str: ...
+
+    @property
+    def host_key(self) -> str: ...
+
+    @property
+    def ssh_port(self) -> int: ...
+
+
+def address(node: Reachable) -> NodeAddress:
     return NodeAddress(node.name, node.primary_ip, node.host_key, node.ssh_port)
 
 
@@ -82,7 +101,7 @@ class Services:
 
     def call(
         self,
-        node: Node,
+        node: Reachable,
         action: str,
         args: dict[str, Any] | None = None,
         timeout: float | None = None,
@@ -93,7 +112,7 @@ class Services:
 
     def call_many(
         self,
-        nodes: list[Node],
+        nodes: Sequence[Reachable],
         action: str,
         args: dict[str, Any] | None = None,
         timeout: float | None = None,
