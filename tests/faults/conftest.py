@@ -8,6 +8,8 @@ nothing, since nothing was injected.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,16 @@ def injected(request: pytest.FixtureRequest) -> Iterator[Callable[[str], None]]:
         return
     for name in names:
         record(name, survived=report.passed)
+
+
+@pytest.fixture
+def lab_masters(
+    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, Any]]:
+    """A two-node cluster on a scratch lab with its master stopped, for the crash tests."""
+    from tests.faults.test_crash_points import two_node_cluster
+
+    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
+    masters = two_node_cluster(tmp_path, scratch_lab)
+    yield masters, scratch_lab
+    masters.stop_all()

@@ -14,7 +14,7 @@ CI runs the cheap ops; ``HERD_FAULTS_ALL=1`` adds the rest.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,16 +221,6 @@ class Masters:
         for pm in self.running:
             pm.stop()
         self.running.clear()
-
-
-@pytest.fixture
-def lab_masters(
-    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Masters, Any]]:
-    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
-    masters = two_node_cluster(tmp_path, scratch_lab)
-    yield masters, scratch_lab
-    masters.stop_all()
 
 
 def two_node_cluster(base: Path, lab: Any) -> Masters:

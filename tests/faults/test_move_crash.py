@@ -41,7 +41,6 @@ from tests.faults.test_crash_points import (
     remove,
     shared_instance,
     trace_points,
-    two_node_cluster,
 )
 
 pytestmark = pytest.mark.lab
@@ -219,16 +218,6 @@ def evacuate(lab: Any) -> dict[str, Any]:
 EVACUATE = Scenario("node.evacuate", op=evacuate)
 
 
-@pytest.fixture
-def evac_cluster(
-    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Masters, Any]]:
-    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
-    masters = two_node_cluster(tmp_path, scratch_lab)
-    yield masters, scratch_lab
-    masters.stop_all()
-
-
 def repopulate(c: Client, lab: Any) -> None:
     """Both instances back on the second node, running, and the node no longer drained."""
     second = lab.nodes[1].name
@@ -263,9 +252,9 @@ def check_evacuation(c: Client, lab: Any, point: str) -> None:
 
 
 def test_node_evacuation_survives_the_master(
-    evac_cluster: tuple[Masters, Any], tmp_path: Path
+    lab_masters: tuple[Masters, Any], tmp_path: Path
 ) -> None:
-    masters, lab = evac_cluster
+    masters, lab = lab_masters
     repopulate(masters.start().client, lab)
     masters.stop_all()
     points = trace_points(masters, tmp_path, EVACUATE, lab)
