@@ -114,24 +114,28 @@ def _leaves_under(value: Any, keys: frozenset[str], inside: bool) -> set[str]:
     return {value} if inside and isinstance(value, str) else set()
 
 
-def find_redacted(value: Any, path: str = "") -> str | None:
-    """The path of the first :data:`REDACTED` marker in a document, or None.
+def find_redacted(
+    value: Any, keys: frozenset[str], path: str = "", inside: bool = False
+) -> str | None:
+    """The path of the first :data:`REDACTED` marker under one of ``keys``, or None.
 
-    A document holding one went through redaction and lost real values: it must not be
-    written back as if it were whole.
+    A secret holding the marker went through redaction and lost its real value: the
+    document must not be written back as if it were whole. A marker anywhere else is just
+    a string (a hypervisor or tag that happens to read "<redacted>"), so only the declared
+    secret keys are looked at.
     """
-    if value == REDACTED:
+    if inside and value == REDACTED:
         return path or "value"
     if isinstance(value, Mapping):
-        items: Iterable[tuple[str, Any]] = (
-            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
+        items: Iterable[tuple[str, Any, bool]] = (
+            (f"{path}.{k}" if path else str(k), v, inside or k in keys) for k, v in value.items()
         )
     elif isinstance(value, (list, tuple)):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        items = ((f"{path}[{i}]", v, inside) for i, v in enumerate(value))
     else:
         return None
-    for where, item in items:
-        found = find_redacted(item, where)
+    for where, item, under in items:
+        found = find_redacted(item, keys, where, under)
         if found:
             return found
     return None

@@ -57,7 +57,13 @@ def test_secret_strings_are_the_string_params_and_the_secret_leaves_of_documents
     assert secret_strings(PARAMS, redacted, KEYS) == set()
 
 
-def test_find_redacted_names_the_path_of_the_first_marker() -> None:
-    doc = {"a": [{"b": 1}, {"c": REDACTED}]}
-    assert find_redacted(doc, "x") == "x.a[1].c"
-    assert find_redacted({"a": "fine"}) is None
+def test_find_redacted_names_the_path_of_the_first_marker_under_a_secret_key() -> None:
+    doc = {"a": [{"b": 1}, {"secret": REDACTED}]}
+    assert find_redacted(doc, frozenset({"secret"}), "x") == "x.a[1].secret"
+    assert find_redacted({"secret": {"deep": REDACTED}}, frozenset({"secret"})) == "secret.deep"
+    assert find_redacted({"secret": "fine"}, frozenset({"secret"})) is None
+
+
+def test_find_redacted_ignores_a_plain_field_that_reads_like_the_marker() -> None:
+    # Hypothesis drew an instance whose hypervisor was the marker's own text.
+    assert find_redacted({"hypervisor": REDACTED}, frozenset({"secret"})) is None

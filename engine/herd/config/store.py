@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from herd.config.model import (
     KINDS,
+    SECRET_KEYS,
     VERSION_FIELDS,
     ConfigObject,
     Instance,
@@ -406,7 +407,7 @@ def parse_dump(data: Any) -> list[TopObject]:
                 ) from err
             if obj.serial < 1:
                 raise ValidationError(f"{where}.serial", obj.serial, "an integer >= 1 (stored)")
-            hidden = find_redacted(doc, where)
+            hidden = find_redacted(doc, SECRET_KEYS, where)
             if hidden:
                 raise ValidationError(hidden, REDACTED, NEEDS_SECRETS)
             for attr, seen in (("uuid", seen_uuids), ("name", seen_names)):

@@ -42,8 +42,8 @@ def test_rolling_upgrade_empties_each_node_in_turn_then_changes_nothing(
     site_lab: tuple[Any, Path, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    lab, state_dir, socket = site_lab
-    inventory = site_inventory(lab, state_dir, socket)
+    lab, _state_dir, socket = site_lab
+    inventory = site_inventory(lab)
     built = play(collections, tmp_path / "site", inventory, REPO / "playbooks" / "site.yml")
     assert built.rc == 0 and built.failed() == 0, built.stats
     client = Client(str(socket))
