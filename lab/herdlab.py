@@ -477,7 +477,7 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     lab = load(name, root)
     known_hosts = Path(lab.dir) / "known_hosts"
     known_hosts.write_text(
-        "".join(f"{_known_host(n.ip, n.port)} {n.host_key}\n" for n in lab.nodes),
+        "".join(f"{known_host(n.ip, n.port)} {n.host_key}\n" for n in lab.nodes),
         encoding="utf-8",
     )
     nodes = {
@@ -495,6 +495,8 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
         "ansible_python_interpreter": sys.executable,
         "herd_master_state_dir": str(Path(lab.dir) / "master"),
         "herd_master_socket": str(Path(lab.dir) / "master.sock"),
+        # The master runs here, outside the lab; the cluster's master node is the first.
+        "herd_cluster_master_host": "n1",
     }
     node_vars = {
         "ansible_user": "root",
@@ -524,7 +526,7 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     }
 
 
-def _known_host(ip: str, port: int) -> str:
+def known_host(ip: str, port: int) -> str:
     """How OpenSSH names a host in known_hosts: bare on port 22, ``[ip]:port`` otherwise."""
     return ip if port == 22 else f"[{ip}]:{port}"
 

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ruff check .
 ruff format --check .
+# Strict type check of the engine ([tool.mypy] in engine/pyproject.toml).
+(cd engine && python3 -m mypy)
 # ansible-test sanity, full default set, on the tarball the collection ships as.
 bash tests/ansible/run-sanity.sh
 python3 -m pytest -q "$@"

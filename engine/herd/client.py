@@ -184,6 +184,20 @@ class Client:
             raise HerdError.from_dict(err or {"message": f"HTTP {resp.status}"})
         return doc
 
+    def _object(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A request whose answer the API documents as a JSON object."""
+        doc: dict[str, Any] = self.request(method, path, body, query)
+        return doc
+
+    def _items(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """A request answered with ``{"items": [object, ...]}``: the items."""
+        items: list[dict[str, Any]] = self.request(method, path, body, query)["items"]
+        return items
+
     # ---- jobs ----------------------------------------------------------------------------
 
     def submit(
@@ -206,13 +220,13 @@ class Client:
         return [int(i) for i in self.request("POST", "/v1/jobs", {"jobs": jobs})["job_ids"]]
 
     def job(self, job_id: int, log_since: int = 0) -> dict[str, Any]:
-        return self.request("GET", f"/v1/jobs/{job_id}", query={"log_since": log_since})
+        return self._object("GET", f"/v1/jobs/{job_id}", query={"log_since": log_since})
 
     def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/jobs", query={"status": status, "limit": limit})["items"]
+        return self._items("GET", "/v1/jobs", query={"status": status, "limit": limit})
 
     def cancel(self, job_id: int) -> dict[str, Any]:
-        return self.request("POST", f"/v1/jobs/{job_id}/cancel")
+        return self._object("POST", f"/v1/jobs/{job_id}/cancel")
 
     def wait(
         self,
@@ -226,7 +240,7 @@ class Client:
         since, status = 0, None
         while True:
             left = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
-            doc = self.request(
+            doc = self._object(
                 "GET",
                 f"/v1/jobs/{job_id}/wait",
                 query={"log_since": since, "timeout": f"{left:.3f}", "status": status},
@@ -262,7 +276,7 @@ class Client:
     # ---- state ---------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/info")
+        return self._object("GET", "/v1/info")
 
     def query(self, kind: str, names: list[str] | None = None) -> Any:
         if kind == "cluster":
@@ -272,25 +286,25 @@ class Client:
 
     def dump(self, with_secrets: bool = False) -> dict[str, Any]:
         """The whole state; secrets redacted unless ``with_secrets`` (root, local socket)."""
-        return self.request("GET", "/v1/config", query={"secrets": "1"} if with_secrets else None)
+        return self._object("GET", "/v1/config", query={"secrets": "1"} if with_secrets else None)
 
     def queue(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/queue")
+        return self._object("GET", "/v1/queue")
 
     def set_queue(self, max_running: int) -> dict[str, Any]:
-        return self.request("PUT", "/v1/queue", {"max_running": max_running})
+        return self._object("PUT", "/v1/queue", {"max_running": max_running})
 
     def locks(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/locks")["items"]
+        return self._items("GET", "/v1/locks")
 
     def ops(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/ops")["items"]
+        return self._items("GET", "/v1/ops")
 
     # ---- API credentials (root on the master, over the socket) ------------------------
 
     def credentials(self, kind: str) -> list[dict[str, Any]]:
         """Names and flags of ``tokens`` or ``users``; never their secrets."""
-        return self.request("GET", f"/v1/auth/{quote(kind)}")["items"]
+        return self._items("GET", f"/v1/auth/{quote(kind)}")
 
     def create_token(self, name: str, read_only: bool = False) -> str:
         """A new API token; the master keeps only its hash, so this is the one chance to

@@ -146,10 +146,48 @@ def fill_hvparams(
                 f"{field}.{key}",
                 value,
                 f"one of {sorted(params)}",
-                f"hypervisor {hypervisor} does not support parameter '{key}'",
+                f"hypervisor {hypervisor} does not support parameter '{field}.{key}'",
             )
         filled[key] = param.check(f"{field}.{key}", value, hypervisor)
     check = _CHECKS.get(hypervisor)
     if check is not None:
         check(filled, field)
     return filled
+
+
+def check_for_any_hypervisor(
+    hvparams: Mapping[str, Any], field: str = "hvparams", resettable: bool = False
+) -> dict[str, Any]:
+    """Each parameter one some hypervisor has, with a value that hypervisor accepts.
+
+    An instance's own hvparams reach the master before its hypervisor is known: the
+    cluster's first enabled one (``instance.add`` naming none) or the stored one
+    (``instance.modify``) are read from the config when the job runs. Refusing here what
+    no hypervisor would take makes most mistakes a 400 at submit; the job checks again,
+    with ``fill_hvparams`` against the actual hypervisor, before it makes anything.
+    ``resettable``: a null value (back to the inherited one) is kept, its name checked.
+    """
+    out: dict[str, Any] = {}
+    for key, value in hvparams.items():
+        having = [name for name, table in TABLES.items() if key in table]
+        if not having:
+            known = "; ".join(f"{name}: {', '.join(sorted(t))}" for name, t in TABLES.items())
+            raise ValidationError(
+                f"{field}.{key}",
+                value,
+                f"a parameter of a hypervisor ({known})",
+                f"no hypervisor has parameter '{field}.{key}'; they have {known}",
+            )
+        if value is None and resettable:
+            out[key] = None
+            continue
+        problems = []
+        for name in having:
+            try:
+                out[key] = TABLES[name][key].check(f"{field}.{key}", value, name)
+                break
+            except ValidationError as exc:
+                problems.append(exc)
+        else:
+            raise problems[0]
+    return out

@@ -14,21 +14,43 @@ functions here, so a value is hidden the same way wherever it would have shown. 
 hidden is replaced by :data:`REDACTED` rather than dropped: a reader still sees that the
 field exists, and a document that went through redaction can never be mistaken for a
 complete one (``config.restore`` refuses it).
+
+One kind of secret needs no declaration: private key material (a PEM ``PRIVATE KEY``
+block) is recognisable by its armour, and is cut out of every string that passes here,
+wherever it came from (a node's error quoting a key file, an SSH library's message).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from herd.errors import HerdError
     from herd.ops.params import Param
 
 REDACTED = "<redacted>"
+#: Values found where a secret belongs that are no secret: nothing to cut out of text.
+_NO_SECRETS = frozenset({"", REDACTED})
 
 #: Secret strings shorter than this are only hidden where they are a whole value, not cut
 #: out of free text: replacing a two-letter string everywhere would garble every log line.
 MIN_SCRUB_LENGTH = 8
+
+#: A PEM private key (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8 ...): its armour lines are
+#: kept so a reader sees what was hidden. A block cut short (a bounded stderr tail, a
+#: truncated message) is hidden up to the end of the text, and a tail that starts inside a
+#: key loses the base64 lines before its END line.
+_KEY_MARK = "PRIVATE KEY-----"
+_PEM_BLOCK = re.compile(
+    r"(?P<begin>-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----)"
+    r".*?(?P<end>-----END (?P=kind)-----|\Z)",
+    re.DOTALL,
+)
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
+_BASE64_LINE = re.compile(r"[ \t]*[A-Za-z0-9+/=]+[ \t]*\r?")
 
 
 def secret_names(params: Iterable[Param]) -> frozenset[str]:
@@ -62,7 +84,8 @@ def scrub(value: Any, keys: frozenset[str], secrets: Iterable[str] = ()) -> Any:
     Under a key in ``keys`` every leaf becomes :data:`REDACTED` while the shape stays, so
     ``{"domain_secret": {"before": a, "after": b}}`` still reads as a change; any string
     anywhere that contains one of ``secrets`` (the job's own secret parameter values) has
-    it cut out, which also covers a secret quoted in an error message.
+    it cut out, which also covers a secret quoted in an error message; private key
+    material is cut out of every string (see :func:`cut_key_material`).
     """
     needles = sorted({s for s in secrets if len(s) >= MIN_SCRUB_LENGTH}, key=len, reverse=True)
     exact = frozenset(secrets)
@@ -83,7 +106,52 @@ def _scrub(
             return REDACTED
         for needle in needles:
             value = value.replace(needle, REDACTED)
+        value = cut_key_material(value)
     return value
+
+
+def cut_key_material(text: str) -> str:
+    """``text`` with the body of every PEM private key replaced by :data:`REDACTED`.
+
+    A plain substring test first: this runs on every string of every job log line, and
+    almost none holds a key.
+    """
+    if _KEY_MARK not in text:
+        return text
+    text = _cut_headless_key(text)
+    return _PEM_BLOCK.sub(lambda m: f"{m['begin']}{REDACTED}{m['end']}", text)
+
+
+def _cut_headless_key(text: str) -> str:
+    """``text`` without the base64 lines before an END line that no BEGIN line precedes:
+    a bounded tail that starts inside a key. Walks back line by line from that END only,
+    so the cost stays linear however many lines the text has."""
+    end = _PEM_END.search(text)
+    begin = _PEM_BEGIN.search(text)
+    if end is None or (begin is not None and begin.start() < end.start()):
+        return text
+    lines = text[: end.start()].split("\n")
+    if lines[-1].strip():
+        return text
+    keep = len(lines) - 1
+    while keep > 0 and _BASE64_LINE.fullmatch(lines[keep - 1]):
+        keep -= 1
+    if keep == len(lines) - 1:
+        return text
+    head = "".join(f"{line}\n" for line in lines[:keep])
+    return f"{head}{REDACTED}{text[end.start() :]}"
+
+
+def scrub_error(error: HerdError, keys: frozenset[str], secrets: Iterable[str]) -> HerdError:
+    """``error`` itself, its message and details scrubbed in place (see :func:`scrub`).
+
+    In place rather than a copy, so whoever catches it still gets its own class, and the
+    traceback chain holds no second, unscrubbed copy of the message.
+    """
+    error.message = scrub(error.message, keys, secrets)
+    error.details = scrub(error.details, keys, secrets)
+    error.args = (error.message,)
+    return error
 
 
 def secret_strings(
@@ -101,9 +169,13 @@ def secret_strings(
             found.add(value)
         elif value is not None:
             found |= _leaves_under(value, keys, False)
-    found.discard("")
-    found.discard(REDACTED)
-    return found
+    return found - _NO_SECRETS
+
+
+def secret_leaves(value: Any, keys: frozenset[str]) -> set[str]:
+    """The strings under ``keys`` anywhere in ``value`` (a DRBD disk's secret in the args
+    of a node call, say): what to cut out of free text that may quote them."""
+    return _leaves_under(value, keys, False) - _NO_SECRETS
 
 
 def _leaves_under(value: Any, keys: frozenset[str], inside: bool) -> set[str]:

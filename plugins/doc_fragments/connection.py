@@ -67,4 +67,16 @@ options:
       - On timeout the task fails but the job keeps running on the master.
     type: int
     default: 3600
+  priority:
+    description:
+      - Priority of the submitted job in the master's queue, from V(-20) (first) to V(19)
+        (last), as Ganeti's C(--priority); V(0) is normal. A waiting job's priority rises
+        with age, so a low one still runs eventually.
+    type: int
+    default: 0
+  reason:
+    description:
+      - Why the change is made, kept in the job's reason trail (C(herd job info)) beside
+        the module and, under AWX or Automation Platform, the AWX job id.
+    type: str
 """

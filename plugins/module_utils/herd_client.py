@@ -52,6 +52,8 @@ CONNECTION_ARGSPEC: dict[str, dict[str, Any]] = {
 JOB_ARGSPEC: dict[str, dict[str, Any]] = {
     "wait": {"type": "bool", "default": True},
     "timeout": {"type": "int", "default": 3600},
+    "priority": {"type": "int", "default": 0},
+    "reason": {"type": "str"},
 }
 
 #: Keyword arguments for AnsibleModule that go with CONNECTION_ARGSPEC.

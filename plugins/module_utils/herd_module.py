@@ -8,6 +8,7 @@ identically across modules.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -29,6 +30,9 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
 #: task result shows one, whatever master answered.
 SECRET_KEYS = frozenset(("domain_secret", "secret"))
 REDACTED = "<redacted>"
+#: Ops the modules plan that take ``dry_run``, rehearsed in check mode (a unit test keeps
+#: the set equal to the engine's ops with that parameter, among those modules plan).
+DRY_RUN_OPS = frozenset(("instance.add", "cluster.modify"))
 
 
 def redact(value: Any, hide: bool = False) -> Any:
@@ -118,8 +122,20 @@ class HerdModule:
         )
 
     def reason(self, what: str) -> list[list[Any]]:
-        """The job's reason trail: which module asked for it and why, for ``herd job info``."""
-        return [[f"ansible:herd.cluster.{self.name}", what, time.time()]]
+        """The job's reason trail, for ``herd job info``: which module asked for it and
+        why, the AWX job that ran the task (AWX sets ``JOB_ID`` for the playbook's
+        processes, so a module on the controller sees it), and the task's own ``reason``."""
+        now = time.time()
+        trail = [[f"ansible:herd.cluster.{self.name}", what, now]]
+        if os.environ.get("JOB_ID") and os.environ.get("AWX_HOST"):
+            trail.append(["awx:job", f"AWX job {os.environ['JOB_ID']}", now])
+        if self.params.get("reason"):
+            trail.append(["user", self.params["reason"], now])
+        return trail
+
+    def priority(self) -> int:
+        """The task's job priority; modules that only read submit at the default."""
+        return int(self.params.get("priority") or 0)
 
     def apply(
         self,
@@ -141,7 +157,7 @@ class HerdModule:
         if self.module.check_mode and not dry_run:
             self.changed = True
             return False
-        job_id = self.client.submit(ops, self.reason(what))
+        job_id = self.client.submit(ops, self.reason(what), self.priority())
         # Only an accepted job can change anything: a refused submission fails unchanged.
         self.changed = self.changed or not dry_run
         self.job_ids.append(job_id)
@@ -166,12 +182,23 @@ class HerdModule:
         """
         current = query()
         ops, diff = plan(current)
-        if self.apply(ops, f"{self.name} {self.params['name']} state={self.params['state']}"):
+        what = f"{self.name} {self.params['name']} state={self.params['state']}"
+        if self.module.check_mode:
+            self.rehearse(ops, what)
+        if self.apply(ops, what):
             current = query()
         result: dict[str, Any] = {self.name: current}
         if diff:
             result["diff"] = diff
         return result
+
+    def rehearse(self, ops: list[dict[str, Any]], what: str) -> None:
+        """In check mode, have the master dry-run each op that can be dry-run, so check
+        mode refuses what the real run would (a missing node or OS, a template the cluster
+        does not enable, an instance that fits nowhere) instead of reporting a change."""
+        for op in ops:
+            if op["op"] in DRY_RUN_OPS:
+                self.read({**op, "dry_run": True}, f"check mode: {what}")
 
     def adopt(self, op_id: str, name: str) -> bool:
         """Wait for an unfinished ``op_id`` job on ``name``; True if there was one.
@@ -198,7 +225,7 @@ class HerdModule:
         queries, so reading it takes a job; it runs in check mode too, since it changes
         nothing, and is not reported as a change.
         """
-        job_id = self.client.submit([op], self.reason(what))
+        job_id = self.client.submit([op], self.reason(what), self.priority())
         return last_result(self.client.wait(job_id, self.params["timeout"]))
 
     def run(self, body: Callable[[HerdModule], dict[str, Any]]) -> NoReturn:

@@ -79,7 +79,7 @@ options:
       - Disk templates instances may use; the first one is the default.
     type: list
     elements: str
-    choices: [file, plain, drbd]
+    choices: [file, sharedfile, plain, drbd]
   hvparams:
     description:
       - 'Hypervisor parameters per hypervisor, for example C({kvm: {kernel_path: ""}}).'
@@ -90,7 +90,8 @@ options:
     type: dict
   ndparams:
     description:
-      - Node parameters every node inherits.
+      - Node parameters every node inherits. Herd honours no node parameter yet, so the
+        master accepts only an empty dict and names any key it is given.
     type: dict
   diskparams:
     description:
@@ -130,6 +131,26 @@ options:
       - Complete list of tags of the cluster (order does not matter).
     type: list
     elements: str
+  domain_secret:
+    description:
+      - The cluster domain secret (at least 64 lower-case hex digits), which clusters that
+        move instances between each other must share. At init the cluster takes it instead
+        of a new random one; on an existing cluster it replaces the current one.
+      - No query shows the secret, so on an existing cluster the module asks the master
+        with a dry run whether it differs; the secret is never logged or returned.
+      - Only root on the master's Unix socket may set it.
+    type: str
+  zeroing_image:
+    description:
+      - Directory on every node holding the zeroing helper image (C(vmlinuz) and
+        C(initrd.img)) that O(herd.cluster.instance_move#module:zero_free_space) boots;
+        empty turns zeroing off. Only root on the master's Unix socket may set it.
+    type: str
+  allow_cipher_bypassing:
+    description:
+      - Let moves inside the cluster choose TLS ciphers from the allow-list. Only root on
+        the master's Unix socket may set it.
+    type: bool
 """
 
 EXAMPLES = r"""
@@ -143,6 +164,13 @@ EXAMPLES = r"""
     enabled_disk_templates: [drbd, plain]
     nicparams:
       link: br0
+  become: true
+
+- name: Share the domain secret of the cluster instances move to (from a vault)
+  herd.cluster.cluster:
+    name: herd2.example.com
+    domain_secret: "{{ vault_herd_domain_secret }}"
+    zeroing_image: /usr/lib/herd/zeroing-image
   become: true
 
 - name: Raise the DRBD resync rate without touching other disk parameters
@@ -214,9 +242,13 @@ MODIFY_FIELDS = (
     "candidate_pool_size",
     "max_running_jobs",
     "tags",
+    "zeroing_image",
+    "allow_cipher_bypassing",
 )
 #: Options only cluster.init accepts.
 INIT_FIELDS = ("master_node", "primary_ip", "secondary_ip", "ssh_port", "host_key")
+#: What a diff shows for the domain secret: never the value.
+SECRET_SHOWN = "<domain secret>"
 #: List options whose order carries no meaning.
 UNORDERED_FIELDS = ("tags", "compression_tools")
 
@@ -240,11 +272,13 @@ def comparable(cluster: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan(
-    current: dict[str, Any] | None, params: dict[str, Any]
+    current: dict[str, Any] | None, params: dict[str, Any], secret_differs: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Ops and Ansible diff that bring the cluster to the declared state.
 
-    Pure so that idempotency can be unit-tested without a master.
+    Pure so that idempotency can be unit-tested without a master: whether a declared
+    domain secret differs from the cluster's (which no query shows) is given as
+    ``secret_differs``.
     """
     name = params["name"]
     if current is not None and current.get("name") != name:
@@ -262,22 +296,40 @@ def plan(
                 {"field": "master_node", "value": None},
             )
         init = {**declared_only(params, INIT_FIELDS), **declared}
-        return [{"op": "cluster.init", "name": name, **init}], {
+        secret = declared_only(params, ("domain_secret",))
+        return [{"op": "cluster.init", "name": name, **init, **secret}], {
             "before": {},
-            "after": {"name": name, **init},
+            "after": {"name": name, **init, **{k: SECRET_SHOWN for k in secret}},
         }
     master = params.get("master_node")
     if master and current.get("master_node") != master:
         raise _refuse("master_node", current.get("master_node"), master)
     changes = diff_fields(comparable(current), declared, UNORDERED_FIELDS)
+    modify = {field: pair[1] for field, pair in changes.items()}
+    if secret_differs:
+        changes["domain_secret"] = (SECRET_SHOWN, SECRET_SHOWN + " (a different one)")
+        modify["domain_secret"] = params["domain_secret"]
     if not changes:
         return [], {}
-    modify = {field: pair[1] for field, pair in changes.items()}
     return [{"op": "cluster.modify", **modify}], diff_result(changes)
 
 
+def secret_differs(herd: HerdModule, current: dict[str, Any] | None) -> bool:
+    """Whether the task's domain secret is not the existing cluster's: a dry run of
+    cluster.modify answers on the master, so the secret never has to be read back."""
+    if current is None or herd.params["domain_secret"] is None:
+        return False
+    secret = herd.params["domain_secret"]
+    probe = {"op": "cluster.modify", "domain_secret": secret, "dry_run": True}
+    answer = herd.read(probe, "cluster domain_secret check")
+    return "domain_secret" in answer.get("would_change", [])
+
+
 def run(herd: HerdModule) -> dict[str, Any]:
-    return herd.reconcile(herd.client.cluster, lambda current: plan(current, herd.params))
+    return herd.reconcile(
+        herd.client.cluster,
+        lambda current: plan(current, herd.params, secret_differs(herd, current)),
+    )
 
 
 def main() -> None:
@@ -295,7 +347,7 @@ def main() -> None:
             "enabled_disk_templates": {
                 "type": "list",
                 "elements": "str",
-                "choices": ["file", "plain", "drbd"],
+                "choices": ["file", "sharedfile", "plain", "drbd"],
             },
             "hvparams": {"type": "dict"},
             "beparams": {"type": "dict"},
@@ -309,6 +361,9 @@ def main() -> None:
             "candidate_pool_size": {"type": "int"},
             "max_running_jobs": {"type": "int"},
             "tags": {"type": "list", "elements": "str"},
+            "domain_secret": {"type": "str", "no_log": True},
+            "zeroing_image": {"type": "str"},
+            "allow_cipher_bypassing": {"type": "bool"},
         },
     )
     herd.run(run)

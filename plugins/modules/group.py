@@ -58,7 +58,8 @@ options:
     choices: [preferred, last_resort, unallocable]
   ndparams:
     description:
-      - Node parameters for the group's nodes (only the keys given are managed).
+      - Node parameters for the group's nodes. Herd honours no node parameter yet, so
+        the master accepts only an empty dict and names any key it is given.
     type: dict
   diskparams:
     description:

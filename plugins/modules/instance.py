@@ -526,6 +526,21 @@ def state_ops(
     return [], [], {}
 
 
+def stored_form(declared: dict[str, Any]) -> dict[str, Any]:
+    """Declared values as the master stores them: OS parameters become environment
+    variables, so a YAML ``8`` or ``true`` is kept as ``"8"`` or ``"true"``; compared
+    raw, every run would see a change."""
+    osparams = declared.get("osparams")
+    if not osparams:
+        return declared
+    as_text = {
+        key: ("true" if value else "false") if isinstance(value, bool) else
+        str(value) if isinstance(value, (int, float)) else value
+        for key, value in osparams.items()
+    }  # fmt: skip
+    return {**declared, "osparams": as_text}
+
+
 def plan(
     current: dict[str, Any] | None, params: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -563,7 +578,7 @@ def plan(
     changes.update(convert_changes)
     moves, move_changes = move_ops(have, params)
     changes.update(move_changes)
-    modify_changes = diff_fields(have, declared_only(params, MODIFY_FIELDS))
+    modify_changes = diff_fields(have, stored_form(declared_only(params, MODIFY_FIELDS)))
     modify = {field: pair[1] for field, pair in modify_changes.items()}
     if params.get("nics") is not None:
         nics = nic_change(current.get("nics") or [], params["nics"])

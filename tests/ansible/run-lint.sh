@@ -13,4 +13,4 @@ ln -s "$repo" "$work/ansible_collections/herd/cluster"
 
 cd "$repo"
 ANSIBLE_COLLECTIONS_PATH="$work" ansible-lint --nocolor -c tests/ansible/ansible-lint.yml \
-  roles playbooks tests/ansible/integration/playbooks "$@"
+  roles playbooks tests/ansible/integration/playbooks scripts/demo-drbd.yml "$@"

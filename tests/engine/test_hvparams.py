@@ -61,3 +61,37 @@ def test_ops_check_hvparams_without_importing_hypervisor_code() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unknown_parameter_is_named_in_full_in_the_message() -> None:
+    with pytest.raises(ValidationError) as err:
+        hvparams.fill_hvparams("fake", {"kernel_path": "/boot/vmlinuz"}, "ops[0].hvparams")
+    assert "'ops[0].hvparams.kernel_path'" in err.value.message
+
+
+def test_without_a_hypervisor_a_parameter_no_hypervisor_has_is_refused() -> None:
+    with pytest.raises(ValidationError) as err:
+        hvparams.check_for_any_hypervisor({"acpi": True, "vcpu_pinning": "0-3"})
+    assert err.value.details["field"] == "hvparams.vcpu_pinning"
+    assert err.value.details["value"] == "0-3"
+    for name, table in hvparams.TABLES.items():
+        assert name in err.value.details["allowed"]
+        assert all(key in err.value.details["allowed"] for key in table)
+
+
+def test_without_a_hypervisor_a_value_is_checked_by_those_having_the_parameter() -> None:
+    with pytest.raises(ValidationError) as err:
+        hvparams.check_for_any_hypervisor({"acceleration": "warp"}, "ops[0].hvparams")
+    assert err.value.details["field"] == "ops[0].hvparams.acceleration"
+    assert err.value.details["allowed"] == "one of ['kvm', 'tcg'] (hypervisor kvm)"
+    with pytest.raises(ValidationError) as err:
+        hvparams.check_for_any_hypervisor({"acpi": "yes"})
+    assert err.value.details["field"] == "hvparams.acpi"
+
+
+def test_without_a_hypervisor_each_parameter_may_be_another_hypervisors() -> None:
+    """Which hypervisor the instance gets is decided when the job runs, not here."""
+    checked = hvparams.check_for_any_hypervisor(
+        {"acceleration": "tcg", "heartbeat_interval": 2, "acpi": False}
+    )
+    assert checked == {"acceleration": "tcg", "heartbeat_interval": 2.0, "acpi": False}

@@ -213,7 +213,7 @@ def name_problem(name: str) -> str | None:
 
 def installed() -> list[str]:
     """The names of the allocators found in :data:`SEARCH_PATH`, for error messages."""
-    names = set()
+    names: set[str] = set()
     for directory in SEARCH_PATH:
         if directory.is_dir():
             names.update(

@@ -324,44 +324,44 @@ def _node_state(
     group = groups.get(node.group)
     primaries = [i for i in instances if i.primary == node.name]
     secondaries = [i for i in instances if i.secondary == node.name]
-    base = {
-        "name": node.name,
-        "group": group.name if group else node.group,
-        "cpus": node.cpus or 1,
-        "used_vcpus": sum(i.spec.vcpus for i in primaries),
-        "drained": node.drained,
-        "offline": node.offline,
-        "vm_capable": node.vm_capable,
-        "master_candidate": node.master_candidate,
-        "primary_instances": tuple(i.spec.name for i in primaries),
-        "secondary_instances": tuple(
+    # What the config alone tells: the whole answer for a node without live facts.
+    known = NodeState(
+        name=node.name,
+        group=group.name if group else node.group,
+        total_memory=node.total_memory_mib,
+        free_memory=0,
+        total_disk={},
+        free_disk={},
+        cpus=node.cpus or 1,
+        used_vcpus=sum(i.spec.vcpus for i in primaries),
+        drained=node.drained,
+        offline=node.offline,
+        vm_capable=node.vm_capable,
+        master_candidate=node.master_candidate,
+        live=False,
+        primary_instances=tuple(i.spec.name for i in primaries),
+        secondary_instances=tuple(
             SecondaryRef(i.spec.name, i.primary, i.spec.memory, i.spec.auto_balance)
             for i in secondaries
         ),
-        "primary_ip": node.primary_ip,
-        "secondary_ip": node.secondary_ip or node.primary_ip,
-        "tags": tuple(node.tags),
-    }
+        primary_ip=node.primary_ip,
+        secondary_ip=node.secondary_ip or node.primary_ip,
+        tags=tuple(node.tags),
+    )
     if facts is None:
-        return NodeState(
-            total_memory=node.total_memory_mib,
-            free_memory=0,
-            total_disk={},
-            free_disk={},
-            live=False,
-            **base,
-        )
+        return known
     values = {key: _fact(node.name, facts, key) for key in _FACT_KEYS}
     total_disk, free_disk = _pools(node.name, facts)
     # Live free memory already excludes running instances; stopped ones are charged too.
     stopped = sum(i.spec.memory for i in primaries if not i.admin_up)
-    base["cpus"] = values["cpus"] or base["cpus"]
-    return NodeState(
+    return dataclasses.replace(
+        known,
         total_memory=values["memory_total_mib"],
         free_memory=values["memory_free_mib"] - stopped,
         total_disk=total_disk,
         free_disk=free_disk,
-        **base,
+        cpus=values["cpus"] or known.cpus,
+        live=True,
     )
 
 

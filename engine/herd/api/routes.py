@@ -23,7 +23,7 @@ from herd.jobs.job import STATUSES
 from herd.jobs.queue import JobQueue
 from herd.locking import LockManager
 from herd.ops import exposure
-from herd.ops.base import registry
+from herd.ops.base import NodeServices, registry
 from herd.ops.instance_common import disk_arg
 from herd.ops.params import INT_MAX
 
@@ -37,7 +37,7 @@ DRBD_FIELDS = (
 )  # fmt: skip
 
 
-def live_state(services: Any, inst: Instance, nodes: dict[str, Node]) -> dict[str, Any]:
+def live_state(services: NodeServices, inst: Instance, nodes: dict[str, Node]) -> dict[str, Any]:
     """What the nodes say right now about ``inst``: its run state and its DRBD disks.
 
     Read-only node actions called directly, not through a job: a query must not wait
@@ -120,7 +120,11 @@ def _local_only(caller: Caller, what: str) -> None:
 
 
 def build_router(
-    store: Store, queue: JobQueue, locks: LockManager, auth: AuthStore, services: Any = None
+    store: Store,
+    queue: JobQueue,
+    locks: LockManager,
+    auth: AuthStore,
+    services: NodeServices | None = None,
 ) -> Router:
     """Wire every v1 endpoint; handlers are closures so the router stays a plain table.
 
@@ -192,9 +196,9 @@ def build_router(
             if wanted and obj.name not in wanted:
                 continue
             doc = obj.to_dict(redact=True)
-            if kind == "nodes":
+            if isinstance(obj, Node):
                 doc["group_name"] = groups.get(obj.group)
-            elif kind == "instances":
+            elif isinstance(obj, Instance):
                 doc["primary_node_name"] = nodes.get(obj.primary_node)
                 doc["secondary_node_names"] = [nodes.get(u) for u in obj.secondary_nodes]
             items.append(doc)
@@ -280,7 +284,8 @@ def build_router(
         out = {"name": body["name"], "read_only": read_only}
         if kind == "tokens":
             return out | {"token": auth.create_token(body["name"], read_only)}
-        auth.add_user(body["name"], body.get("password"), read_only)
+        # A missing password is refused by add_user, as an empty one is.
+        auth.add_user(body["name"], body.get("password", ""), read_only)
         return out
 
     def remove_credential(

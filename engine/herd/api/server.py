@@ -317,7 +317,7 @@ def _challenge(exc: HerdError) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
+class _APIServer(socketserver.ThreadingMixIn, socketserver.BaseServer, metaclass=abc.ABCMeta):
     """What both listeners share: the router, admission, and ending kept-alive connections
     on close (their handler threads would otherwise go on answering for a master whose
     queue and databases are already closed)."""
@@ -355,7 +355,7 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
             log.warning("refused a connection from %s: %s", source, full)
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)  # type: ignore[misc]
+        super().process_request(request, client_address)
 
     def _full(self, source: str) -> str | None:
         """Why a new connection from ``source`` is refused, or None; the lock is held."""
@@ -375,7 +375,7 @@ class _APIServer(socketserver.ThreadingMixIn, metaclass=abc.ABCMeta):
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
             self._open.pop(request, None)
-        super().shutdown_request(request)  # type: ignore[misc]
+        super().shutdown_request(request)
 
     def _close_open(self) -> None:
         with self._open_lock:

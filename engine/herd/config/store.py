@@ -9,6 +9,7 @@ computed from an outdated copy is refused instead of silently overwriting a newe
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -17,14 +18,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 from herd.config.model import (
     KINDS,
     SECRET_KEYS,
     VERSION_FIELDS,
+    Cluster,
     ConfigObject,
     Instance,
+    Node,
+    NodeGroup,
     TopObject,
     kind_class,
 )
@@ -45,28 +49,88 @@ NEEDS_SECRETS = (
     "as root on the master (a plain dump has its secrets redacted)"
 )
 
+#: What ``Reader.list`` produces, as its implementation is typed: lists are invariant, so
+#: no one list type covers all of its overloads.
+_Listed = list[Cluster] | list[NodeGroup] | list[Node] | list[Instance] | list[TopObject]
+
+
+class Reader(Protocol):
+    """Lookups by kind, shared by the store (committed state) and a transaction (its view).
+
+    A literal kind returns its own class, so ``get("node", ...)`` is a ``Node`` to the type
+    checker; any other string returns the union (and fails at run time if not a kind).
+    """
+
+    def _documents(self, kind: str, key: str | None) -> list[dict[str, Any]]:
+        """The stored documents of ``kind`` by name, or only the one ``key`` names (its
+        uuid before any name): the one primitive a backend provides for the lookups."""
+        ...
+
+    @overload
+    def find(self, kind: Literal["cluster"], key: str) -> Cluster | None: ...
+    @overload
+    def find(self, kind: Literal["nodegroup"], key: str) -> NodeGroup | None: ...
+    @overload
+    def find(self, kind: Literal["node"], key: str) -> Node | None: ...
+    @overload
+    def find(self, kind: Literal["instance"], key: str) -> Instance | None: ...
+    @overload
+    def find(self, kind: str, key: str) -> TopObject | None: ...
+    def find(self, kind: str, key: str) -> TopObject | None:
+        """Look up by uuid first, then by name, so a name can never shadow a uuid."""
+        cls = kind_class(kind)
+        docs = self._documents(kind, key)
+        return cls.from_dict(docs[0]) if docs else None
+
+    @overload
+    def get(self, kind: Literal["cluster"], key: str) -> Cluster: ...
+    @overload
+    def get(self, kind: Literal["nodegroup"], key: str) -> NodeGroup: ...
+    @overload
+    def get(self, kind: Literal["node"], key: str) -> Node: ...
+    @overload
+    def get(self, kind: Literal["instance"], key: str) -> Instance: ...
+    @overload
+    def get(self, kind: str, key: str) -> TopObject: ...
+    def get(self, kind: str, key: str) -> TopObject:
+        obj = self.find(kind, key)
+        if obj is None:
+            raise NotFoundError(f"{kind} '{key}' does not exist", kind=kind, key=key)
+        return obj
+
+    @overload
+    def list(self, kind: Literal["cluster"]) -> builtins.list[Cluster]: ...
+    @overload
+    def list(self, kind: Literal["nodegroup"]) -> builtins.list[NodeGroup]: ...
+    @overload
+    def list(self, kind: Literal["node"]) -> builtins.list[Node]: ...
+    @overload
+    def list(self, kind: Literal["instance"]) -> builtins.list[Instance]: ...
+    @overload
+    def list(self, kind: str) -> builtins.list[TopObject]: ...
+    def list(self, kind: str) -> _Listed:
+        cls = kind_class(kind)
+        found: builtins.list[TopObject] = [
+            cls.from_dict(doc) for doc in self._documents(kind, None)
+        ]
+        return found
+
 
 @runtime_checkable
-class Transaction(Protocol):
+class Transaction(Reader, Protocol):
     """An all-or-nothing unit of writes with a view that includes its own changes."""
 
-    def get(self, kind: str, key: str) -> TopObject: ...
-    def find(self, kind: str, key: str) -> TopObject | None: ...
-    def list(self, kind: str) -> list[TopObject]: ...
     def add(self, obj: TopObject) -> None: ...
     def update(self, obj: TopObject) -> None: ...
     def delete(self, obj: TopObject) -> None: ...
 
 
 @runtime_checkable
-class Store(Protocol):
+class Store(Reader, Protocol):
     """What ops and the API may rely on, whatever backend holds the state."""
 
     @property
     def revision(self) -> int: ...
-    def get(self, kind: str, key: str) -> TopObject: ...
-    def find(self, kind: str, key: str) -> TopObject | None: ...
-    def list(self, kind: str) -> list[TopObject]: ...
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def dump(self) -> dict[str, Any]: ...
     def restore(self, data: Any) -> None: ...
@@ -84,40 +148,29 @@ _INSERT = (
 )
 
 
-class _Reader(ABC):
-    """Lookups shared by the store (committed state) and a transaction (its own view)."""
+class _SQLiteReader(ABC):
+    """The lookup primitive for the store and a transaction, each on its own connection."""
 
     @abstractmethod
     def _connection(self) -> AbstractContextManager[sqlite3.Connection]:
         """The connection whose view the lookups should see."""
 
-    def find(self, kind: str, key: str) -> TopObject | None:
-        """Look up by uuid first, then by name, so a name can never shadow a uuid."""
-        cls = kind_class(kind)
+    def _documents(self, kind: str, key: str | None) -> list[dict[str, Any]]:
         with self._connection() as conn:
-            row = conn.execute(
-                "SELECT data FROM objects WHERE kind = ? AND (uuid = ? OR name = ?)"
-                " ORDER BY uuid = ? DESC LIMIT 1",
-                (kind, key, key, key),
-            ).fetchone()
-        return None if row is None else cls.from_dict(json.loads(row[0]))
-
-    def get(self, kind: str, key: str) -> TopObject:
-        obj = self.find(kind, key)
-        if obj is None:
-            raise NotFoundError(f"{kind} '{key}' does not exist", kind=kind, key=key)
-        return obj
-
-    def list(self, kind: str) -> list[TopObject]:
-        cls = kind_class(kind)
-        with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT data FROM objects WHERE kind = ? ORDER BY name", (kind,)
-            ).fetchall()
-        return [cls.from_dict(json.loads(row[0])) for row in rows]
+            if key is None:
+                rows = conn.execute(
+                    "SELECT data FROM objects WHERE kind = ? ORDER BY name", (kind,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT data FROM objects WHERE kind = ? AND (uuid = ? OR name = ?)"
+                    " ORDER BY uuid = ? DESC LIMIT 1",
+                    (kind, key, key, key),
+                ).fetchall()
+        return [json.loads(row[0]) for row in rows]
 
 
-class SQLiteTransaction(_Reader):
+class SQLiteTransaction(_SQLiteReader, Transaction):
     """Writes go straight into the open SQLite transaction; the store commits or rolls back.
 
     ``add``/``update`` set the new serial and times on the caller's object as well as in
@@ -234,7 +287,7 @@ class SQLiteTransaction(_Reader):
         return current
 
 
-class SQLiteStore(_Reader):
+class SQLiteStore(_SQLiteReader, Store):
     """The default backend: one SQLite database in WAL mode.
 
     WAL lets any number of readers proceed while one writer holds a transaction. Each
@@ -418,7 +471,8 @@ def parse_dump(data: Any) -> list[TopObject]:
     return parsed
 
 
-def _kind_of(obj: Any) -> str:
+def _kind_of(obj: TopObject) -> str:
+    """Checked at run time too: a caller outside the type checker may pass anything."""
     if type(obj) not in KINDS.values():
         raise ValidationError("obj", obj, f"an object of kind {list(KINDS)}")
     return obj.KIND

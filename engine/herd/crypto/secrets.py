@@ -18,8 +18,9 @@ far side can change a byte and break the signature. The MAC covers every field.
 - ``expires`` is the sender's deadline; the receiver also caps it at ``max_age`` after
   ``timestamp``, so a sender cannot hand out a message valid for ever.
 - ``nonce`` makes every envelope unique. The verifying side remembers the nonces it has
-  accepted until they expire (:class:`ReplayCache`), so a message captured on the way
-  is refused the second time instead of starting a second transfer.
+  accepted until they expire (:class:`ReplayCache`, on disk across restarts), so a
+  message captured on the way is refused the second time instead of starting a second
+  transfer.
 - ``reply_to`` binds an answer to the request it answers: the digest of the request's
   envelope (:func:`message_digest`). The source of a move accepts an answer only if it
   names its own offer, so an answer recorded for another move cannot be slipped in.
@@ -30,8 +31,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -56,39 +59,90 @@ REPLAY_CAPACITY = 4096
 class ReplayCache:
     """Nonces of accepted messages, each kept until its message would expire anyway.
 
+    With a ``path`` the nonces live in a SQLite file (mode 0600) and survive a restart:
+    kept in memory only, a message captured on the wire could be replayed against a
+    freshly restarted master within its validity window. A nonce is committed (synced)
+    before :meth:`admit` returns, so no message is acted on before its nonce would
+    survive a crash. Without a path the same tables live in a private in-memory
+    database: for callers with no state directory (op contexts built without a master,
+    tests), never for a master.
+
     Bounded: when full of live nonces, new messages are refused rather than old nonces
     forgotten, because forgetting one would reopen its replay window. Filling it takes
     thousands of validly signed messages within ``MAX_AGE``, i.e. the domain secret.
-    A ``holder`` (the job verifying the message) may verify its own message again, since
-    a job that is retried or resumed re-checks the offer it was submitted with.
+    Expired nonces are dropped at open and at every admit, so the file never grows past
+    the bound. A ``holder`` (the job verifying the message) may verify its own message
+    again, since a job that is retried or resumed, also after a restart, re-checks the
+    offer it was submitted with.
     """
 
-    def __init__(self, capacity: int = REPLAY_CAPACITY) -> None:
+    #: The file's name in a master's state directory.
+    FILE = "replay.db"
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        capacity: int = REPLAY_CAPACITY,
+        now: float | None = None,
+    ) -> None:
+        """``now`` is the clock for the pruning at open (tests inject it)."""
         self.capacity = capacity
-        self._seen: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
+        self._db = _open_nonces(path)
+        with self._db:
+            self._prune(time.time() if now is None else now)
 
     def admit(self, nonce: str, until: float, holder: str, now: float) -> None:
         """Record ``nonce`` as used until ``until``, or refuse it as a replay."""
-        with self._lock:
-            self._seen = {n: e for n, e in self._seen.items() if e[0] >= now}
-            seen = self._seen.get(nonce)
+        with self._lock, self._db:
+            self._prune(now)
+            seen = self._db.execute(
+                "SELECT holder FROM nonces WHERE nonce = ?", (nonce,)
+            ).fetchone()
             if seen is not None:
-                if holder and seen[1] == holder:
+                if holder and seen[0] == holder:
                     return
                 raise AuthenticationError(
                     "signed message replayed: it was already accepted once", nonce=nonce
                 )
-            if len(self._seen) >= self.capacity:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM nonces").fetchone()
+            if count >= self.capacity:
                 raise AuthenticationError(
                     f"too many signed messages in flight ({self.capacity}); retry later",
                     capacity=self.capacity,
                 )
-            self._seen[nonce] = (until, holder)
+            self._db.execute("INSERT INTO nonces VALUES (?, ?, ?)", (nonce, until, holder))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _prune(self, now: float) -> None:
+        """Forget nonces whose messages have expired: they can no longer be replayed."""
+        self._db.execute("DELETE FROM nonces WHERE until < ?", (now,))
 
 
-#: The process's cache: every verification goes through it unless a test passes its own.
-REPLAY_CACHE = ReplayCache()
+def _open_nonces(path: Path | None) -> sqlite3.Connection:
+    """The nonce table, in ``path`` (created 0600 before SQLite writes a byte) or in memory.
+
+    One connection serves every thread; the cache's lock serialises its use. WAL and
+    ``synchronous=FULL`` make each admit's commit durable; SQLite gives the WAL and
+    shared-memory files the database file's mode.
+    """
+    if path is None:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+    else:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+        os.chmod(path, PRIVATE_MODE)
+        db = sqlite3.connect(str(path), check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS nonces"
+        " (nonce TEXT PRIMARY KEY, until REAL NOT NULL, holder TEXT NOT NULL)"
+    )
+    return db
 
 
 def generate_domain_secret() -> str:
@@ -137,7 +191,7 @@ def verify_message(
     max_age: float = MAX_AGE,
     now: float | None = None,
     reply_to: Mapping[str, Any] | None = None,
-    replay: ReplayCache | None = REPLAY_CACHE,
+    replay: ReplayCache | None,
     holder: str = "",
 ) -> Any:
     """Return the payload of ``envelope`` if it was signed with ``secret``, has not
@@ -146,8 +200,10 @@ def verify_message(
 
     The MAC is checked before anything else so a forged field is reported as a forgery.
     Messages from further than ``max_age`` in the future are refused too: the sender's
-    clock being that far ahead would otherwise stretch the replay window. ``replay=None``
-    is only for a caller that keeps no state (tests of the other checks).
+    clock being that far ahead would otherwise stretch the replay window. ``replay`` has
+    no default: each verifier names the cache it answers to (an op passes ``ctx.replay``,
+    the master's persistent one), so none falls back to a cache that a restart empties;
+    ``None`` is only for a caller that keeps no state (tests of the other checks).
     """
     key = _check_secret(secret)
     _fields(envelope)

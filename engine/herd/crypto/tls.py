@@ -23,6 +23,7 @@ import ipaddress
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from herd.errors import AuthenticationError, HerdError, ValidationError
 
@@ -91,7 +92,10 @@ def require_peer(sock: ssl.SSLSocket, name: str) -> None:
     its own transfer.
     """
     cert = sock.getpeercert() or {}
-    names = {_canonical(value) for _kind, value in cert.get("subjectAltName", ())}
+    # typeshed types the decoded certificate as one union over all of its keys; the
+    # subjectAltName entry is always (type, value) pairs.
+    sans = cast("tuple[tuple[str, str], ...]", cert.get("subjectAltName", ()))
+    names = {_canonical(value) for _kind, value in sans}
     if _canonical(name) not in names:
         raise AuthenticationError(
             f"peer certificate is for {sorted(names)}, expected {name!r}",

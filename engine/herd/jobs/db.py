@@ -284,7 +284,8 @@ class JobDB:
             self._conn.execute("DELETE FROM undo_steps WHERE id = ?", (step_id,))
 
     def delete_undo_steps(self, job_id: int, op_index: int | None = None) -> None:
-        sql, params = "DELETE FROM undo_steps WHERE job_id = ?", (job_id,)
+        sql = "DELETE FROM undo_steps WHERE job_id = ?"
+        params: tuple[int, ...] = (job_id,)
         if op_index is not None:
             sql, params = sql + " AND op_index = ?", (job_id, op_index)
         with self._lock:

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from traceback import format_exc
 from typing import Any, Protocol
 
 from herd.config.model import SECRET_KEYS
@@ -379,7 +380,7 @@ class JobQueue:
             (i for s in statuses for i, _ in self._db.list_ids(s, None if op else limit)),
             reverse=True,
         )
-        out = []
+        out: list[dict[str, Any]] = []
         for job_id in ids:
             job = self.get(job_id)
             if op is not None and not any(
@@ -488,8 +489,11 @@ class JobQueue:
 
     def _scrub(self, job: Job, value: Any) -> Any:
         """``value`` (a log line, a result, an error) as it may be stored and shown: the
-        declared secret fields of config objects hidden, and the job's own secret
-        parameter values cut out wherever they appear (an error quoting one, say)."""
+        declared secret fields of config objects hidden, the job's own secret parameter
+        values cut out wherever they appear (an error quoting one, say), and private key
+        material cut out of all text. The secrets a node call carried (a DRBD disk's) are
+        cut out of the node's error where it arrives (``herd.master.services``), before any
+        op can quote it here."""
         found: set[str] = set()
         for op in job.ops:
             cls = self._ops.get(op.op)
@@ -640,8 +644,9 @@ class JobQueue:
                 self._cancel[job.id] = cancel
             try:
                 self._runner(job, cancel, self)
-            except Exception as exc:
-                log.exception("job %s: runner failed", job.id)
+            except Exception as exc:  # noqa: BLE001 - logged below, scrubbed like the job log
+                # The master's own log is a reader too: the trace quotes what the job log does.
+                log.error("job %s: runner failed\n%s", job.id, self._scrub(job, format_exc()))
                 with self._cond:
                     self._append_log_locked(job, f"internal error: {exc!r}", "error")
                     self._finish_locked(

@@ -15,6 +15,7 @@ from typing import Any
 
 from herd import faults
 from herd.config.store import Store
+from herd.crypto.secrets import ReplayCache
 from herd.errors import CanceledError, HerdError
 from herd.jobs import job as J
 from herd.jobs import retry
@@ -31,11 +32,18 @@ class JobRunner:
     """Callable handed to the queue; holds the shared services every op needs."""
 
     def __init__(
-        self, store: Store, locks: LockManager, services: NodeServices | None = None
+        self,
+        store: Store,
+        locks: LockManager,
+        services: NodeServices | None = None,
+        replay: ReplayCache | None = None,
     ) -> None:
         self.store = store
         self.locks = locks
         self.services = services if services is not None else NoNodeServices()
+        # In memory only for runners built without a master (tests); the master passes
+        # its persistent cache, so a restart does not reopen the replay window.
+        self.replay = replay if replay is not None else ReplayCache()
 
     def __call__(self, job: Job, cancel: threading.Event, queue: JobQueue) -> None:
         owner = f"job-{job.id}"
@@ -141,6 +149,7 @@ class JobRunner:
             services=self.services,
             submit_fn=submit,
             journal=journal,
+            replay=self.replay,
         )
 
     def _acquire(

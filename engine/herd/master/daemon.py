@@ -23,12 +23,13 @@ from herd.api.server import HTTPSAPIServer, UnixAPIServer, https_context
 from herd.auth import AuthStore
 from herd.config.store import SQLiteStore, Store
 from herd.crypto.ca import ClusterCA
+from herd.crypto.secrets import ReplayCache
 from herd.errors import PrerequisiteError, ValidationError
 from herd.jobs.db import JobDB
 from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
 from herd.locking import LockManager
-from herd.rpc.services import Services
+from herd.master.services import MasterServices
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,13 @@ class Master:
         self.store = SQLiteStore(self.state_dir / "config.db")
         self.locks = LockManager()
         sync_locks(self.store, self.locks)
-        self.services = Services(state_dir=self.state_dir)
+        self.services = MasterServices(state_dir=self.state_dir)
         self.jobdb = JobDB(self.state_dir / "jobs.db")
+        # Before the queue starts: a job resumed at start-up may verify a signed message.
+        self.replay = ReplayCache(self.state_dir / ReplayCache.FILE)
         self.queue = JobQueue(
             self.jobdb,
-            JobRunner(self.store, self.locks, self.services),
+            JobRunner(self.store, self.locks, self.services, self.replay),
             max_running=max_running,
         )
         self.auth = AuthStore(self.state_dir / AuthStore.FILE)
@@ -155,6 +158,7 @@ class Master:
         self.queue.stop()
         self.services.reset_rpc()
         self.jobdb.close()
+        self.replay.close()
         self.store.close()
         log.info("herd master stopped")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from herd import faults
 from herd.config.model import Node
 from herd.config.store import Store
+from herd.crypto.secrets import ReplayCache
 from herd.errors import CanceledError, HerdError
 from herd.ops.params import Param, validate_params
 from herd.ops.undo import MemoryJournal, UndoJournal, UndoStep, handler
@@ -49,7 +50,7 @@ class Locks(Protocol):
 
     def release(self, owner: str, level: str, names: Iterable[str] | None = None) -> None: ...
 
-    def owned(self, owner: str) -> dict[str, dict[str, str]]: ...
+    def owned(self, owner: str) -> Mapping[str, Mapping[str, str]]: ...
 
 
 class NodeServices(Protocol):
@@ -151,6 +152,8 @@ class OpContext:
     submit_fn: Callable[[list[dict[str, Any]]], list[int]] | None = None
     #: Where undo steps are kept; the runner gives a durable one (see herd.ops.undo).
     journal: UndoJournal = field(default_factory=MemoryJournal)
+    #: Nonces of accepted signed messages; the runner gives the master's persistent one.
+    replay: ReplayCache = field(default_factory=ReplayCache)
 
     def log(self, message: str, kind: str = "message", data: dict[str, Any] | None = None) -> None:
         self.log_fn(message, kind, data)

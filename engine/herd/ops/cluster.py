@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import herd
-from herd.config.model import Cluster, Node, NodeGroup
+from herd.config.model import Cluster, Node, NodeGroup, TopObject
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import generate_domain_secret
 from herd.crypto.sshkeys import generate_ssh_key
@@ -84,7 +84,12 @@ SETTINGS = (
         structure=levels.check_beparams,
         doc="backend parameters (memory, vcpus, auto_balance)",
     ),
-    Param("ndparams", dict, doc="node parameters"),
+    Param(
+        "ndparams",
+        dict,
+        structure=levels.check_ndparams,
+        doc="node parameters (none yet: Herd honours none of Ganeti's)",
+    ),
     Param(
         "diskparams",
         dict,
@@ -247,7 +252,16 @@ class ClusterModify(Op):
     OP_ID = "cluster.modify"
     SUMMARY = "Change cluster-wide settings"
     CLUSTER_LOCK_SHARED = False
-    PARAMS = SETTINGS
+    PARAMS = (
+        *SETTINGS,
+        Param(
+            "dry_run",
+            bool,
+            default=False,
+            doc="only report what would change (how a playbook learns whether the domain "
+            "secret it holds is the cluster's, which no query shows)",
+        ),
+    )
 
     def run(self, ctx: OpContext) -> Any:
         cluster = cluster_of(ctx)
@@ -260,6 +274,8 @@ class ClusterModify(Op):
             if getattr(cluster, param.name) != value:
                 changes[param.name] = {"before": getattr(cluster, param.name), "after": value}
                 setattr(cluster, param.name, value)
+        if changes and self.params["dry_run"]:
+            return {"changed": False, "would_change": sorted(changes), "changes": changes}
         if changes:
             with ctx.store.transaction() as txn:
                 txn.update(cluster)
@@ -296,10 +312,12 @@ class ClusterDestroy(Op):
         for node in nodes:
             problems += nodejoin.leave(ctx, node, cluster.ssh_public_key)
         with ctx.store.transaction() as txn:
-            for obj in [*nodes, *txn.list("nodegroup"), cluster]:
+            groups = txn.list("nodegroup")
+            doomed: list[TopObject] = [*nodes, *groups, cluster]
+            for obj in doomed:
                 txn.delete(obj)
-        for level in ("node", "node-res"):
-            ctx.locks.unregister(level, [n.uuid for n in nodes], owner=ctx.owner)
+        for level, gone in (("nodegroup", groups), ("node", nodes), ("node-res", nodes)):
+            ctx.locks.unregister(level, [obj.uuid for obj in gone], owner=ctx.owner)
         ctx.services.reset_rpc()
         shutil.rmtree(ctx.services.crypto_dir, ignore_errors=True)
         ctx.log(f"cluster {cluster.name} destroyed")
@@ -386,7 +404,13 @@ class ClusterVerify(Op):
                     "ENODETIME",
                     f"clock differs from the master's by {skew:.1f} s",
                 )
-            found = (files[node.name].result or {}).get("files", {})
+            checked = files[node.name]
+            if not checked.ok:
+                problem(
+                    node.name, "error", "ENODEFILECHECK", f"could not check files: {checked.error}"
+                )
+                continue
+            found = (checked.result or {}).get("files", {})
             for path in nodejoin.NODE_FILES:
                 if found.get(path) is None:
                     problem(node.name, "error", "ENODEFILECHECK", f"missing file {path}", path)

@@ -10,6 +10,7 @@ from typing import Any
 
 from herd.errors import HerdError
 from herd.ops.base import LockSpec, Op, OpContext, register
+from herd.ops.common import get_node
 from herd.ops.params import Param
 
 
@@ -61,7 +62,10 @@ class DebugDelay(Op):
 
     def declare_locks(self, level: str, ctx: OpContext) -> LockSpec | None:
         if level == "node" and self.params["lock_nodes"]:
-            uuids = tuple(ctx.store.get("node", name).uuid for name in self.params["lock_nodes"])
+            uuids = tuple(
+                get_node(ctx, name, f"lock_nodes[{i}]").uuid
+                for i, name in enumerate(self.params["lock_nodes"])
+            )
             return LockSpec(uuids, opportunistic=self.params["opportunistic"])
         return super().declare_locks(level, ctx)
 

@@ -188,7 +188,7 @@ def assign_params(
         port, minors = table.allocate(
             ctx.owner,
             ctx.store.list("instance"),
-            tuple(c.drbd_port_range),
+            c.drbd_port_range,
             [primary.name, secondary.name],
         )
         disk.params = {
@@ -403,7 +403,7 @@ def create(
             [primary, secondary], "disk_create", {"disk": disk_arg(inst, index, disk)}, 3600
         )
         for answer in answers.values():
-            if not answer.ok:
+            if answer.error is not None:
                 raise answer.error
     require_connected(ctx, inst, primary)
     if skip_sync:

@@ -82,7 +82,8 @@ def read_manifest(ctx: OpContext, node: Node, name: str) -> dict[str, Any]:
     found = ctx.services.call(node, "export_list", {"names": [name]})["exports"]
     if not found:
         raise NotFoundError(f"node {node.name} has no export {name}", field="src_name")
-    return found[0]
+    manifest: dict[str, Any] = found[0]
+    return manifest
 
 
 def online(nodes: list[Node]) -> list[Node]:

@@ -26,7 +26,12 @@ def _name(positional: bool = True) -> Param:
 
 
 GROUP_SETTINGS = (
-    Param("ndparams", dict, doc="node parameters overriding the cluster's"),
+    Param(
+        "ndparams",
+        dict,
+        structure=levels.check_ndparams,
+        doc="node parameters overriding the cluster's (none yet: Herd honours none of Ganeti's)",
+    ),
     Param(
         "diskparams",
         dict,

@@ -7,14 +7,14 @@ entry behind.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from herd.config.model import Disk, Instance, Nic, Node
 from herd.errors import PrerequisiteError, ValidationError
-from herd.hvparams import HYPERVISORS, fill_hvparams
+from herd.hvparams import HYPERVISORS, check_for_any_hypervisor, fill_hvparams
 from herd.ops import drbd
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
-from herd.ops.common import INSTANCE_DISK_TEMPLATES, cluster_of, get_node
+from herd.ops.common import INSTANCE_DISK_TEMPLATES, check_osparams, cluster_of, get_node
 from herd.ops.instance_base import (
     assemble_disks,
     set_admin_state,
@@ -44,7 +44,7 @@ from herd.ops.undo import instance_arg, node_arg, undo_handler
 class InstanceAdd(Op):
     OP_ID = "instance.add"
     SUMMARY = "Create an instance: place it, make its disks, install its OS, start it"
-    PARAMS = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param(
             "name", str, required=True, check=check_name, cli_positional=True, doc="instance name"
         ),
@@ -78,10 +78,23 @@ class InstanceAdd(Op):
             choices=HYPERVISORS,
             doc="hypervisor (default: the cluster's first enabled one)",
         ),
-        Param("hvparams", dict, default={}, doc="hypervisor parameters for this instance"),
+        Param(
+            "hvparams",
+            dict,
+            default={},
+            structure=check_for_any_hypervisor,
+            doc="hypervisor parameters for this instance",
+        ),
         instance_param(BEPARAMS, "memory", "memory in MiB (default: the cluster's)"),
         instance_param(BEPARAMS, "vcpus", "virtual CPUs (default: the cluster's)"),
-        Param("osparams", dict, default={}, doc="OS parameters (OSP_* variables)"),
+        Param(
+            "osparams",
+            dict,
+            default={},
+            structure=check_osparams,
+            doc="OS parameters (OSP_* variables): names of letters, digits and '_', "
+            "values strings, numbers or booleans (passed as text)",
+        ),
         Param("primary_node", str, doc="place here instead of asking the allocator"),
         Param("secondary_node", str, doc="DRBD secondary (with primary_node)"),
         IALLOCATOR,
@@ -113,6 +126,13 @@ class InstanceAdd(Op):
         Param("tags", list, default=[], item_type=str, check=check_tags, doc="instance tags"),
         Param("dry_run", bool, default=False, doc="only return where it would be placed"),
     )
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        # A hypervisor named in the request is known at submit: its own table, and its
+        # checks across parameters (VNC's), refuse now what check() would refuse later.
+        if self.params["hypervisor"] is not None:
+            fill_hvparams(self.params["hypervisor"], self.params["hvparams"])
 
     def explicit_nodes(self, ctx: OpContext) -> list[Node]:
         p = self.params

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from herd.config.model import Instance, Node
+from herd.config.model import AdminState, Instance, Node
 from herd.errors import PrerequisiteError
 from herd.ops import drbd
 from herd.ops.base import LockSpec, Op, OpContext
@@ -131,7 +131,7 @@ def runtime_state(ctx: OpContext, inst: Instance, node: Node) -> dict[str, Any] 
     return answer.get("instance")
 
 
-def set_admin_state(ctx: OpContext, inst: Instance, state: str) -> bool:
+def set_admin_state(ctx: OpContext, inst: Instance, state: AdminState) -> bool:
     if inst.admin_state == state:
         return False
     inst.admin_state = state

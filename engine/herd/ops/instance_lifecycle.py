@@ -7,6 +7,7 @@ from typing import Any
 from herd.errors import NotFoundError, PrerequisiteError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
+from herd.ops.common import check_osparams
 from herd.ops.instance_base import (
     SHUTDOWN_TIMEOUT,
     InstanceOp,
@@ -254,7 +255,12 @@ class InstanceReinstall(InstanceOp):
             check=check_os_name,
             doc="install this OS (os+variant) instead of the current one",
         ),
-        Param("osparams", dict, doc="OS parameters replacing the current ones"),
+        Param(
+            "osparams",
+            dict,
+            structure=check_osparams,
+            doc="OS parameters replacing the current ones (rules as instance.add's)",
+        ),
     )
 
     def check(self, ctx: OpContext) -> None:

@@ -112,11 +112,15 @@ def _abort_incoming(ctx: OpContext, args: dict[str, Any]) -> None:
     postmigrate) or gone (fake): aborting the target alone would leave it running nowhere.
     """
     hv = {"name": args["name"], "hypervisor": args["hypervisor"]}
-    ctx.services.call(node_of(args), "instance_migration_finish", {**hv, "success": False})
-    if "source" in args:
-        ctx.services.call(
-            node_of(args, "source"), "instance_migration_finish", {**hv, "success": False}
-        )
+    try:
+        ctx.services.call(node_of(args), "instance_migration_finish", {**hv, "success": False})
+    finally:
+        # Also when the target cannot be told: its copy was never resumed, so the source
+        # is still the only one that may run, and not resuming it leaves none running.
+        if "source" in args:
+            ctx.services.call(
+                node_of(args, "source"), "instance_migration_finish", {**hv, "success": False}
+            )
 
 
 @undo_handler("migration.settle")

@@ -12,10 +12,10 @@ from typing import Any
 
 from herd.config.model import Instance, Nic
 from herd.errors import PrerequisiteError, ValidationError
-from herd.hvparams import fill_hvparams
+from herd.hvparams import check_for_any_hypervisor, fill_hvparams
 from herd.ops import disk_convert, drbd
 from herd.ops.base import OpContext, register
-from herd.ops.common import cluster_of, get_node
+from herd.ops.common import check_osparams, cluster_of, get_node
 from herd.ops.instance_base import (
     InstanceOp,
     instance_name_param,
@@ -38,6 +38,11 @@ from herd.ops.params import Param, check_tags
 CONVERSIONS = (disk_convert.PLAIN, drbd.TEMPLATE)
 
 
+def _check_hvparams(value: dict[str, Any], fname: str) -> dict[str, Any]:
+    """A null resets a parameter to the cluster default: only its name is checked."""
+    return check_for_any_hypervisor(value, fname, resettable=True)
+
+
 @register
 class InstanceModify(InstanceOp):
     OP_ID = "instance.modify"
@@ -49,9 +54,15 @@ class InstanceModify(InstanceOp):
         Param(
             "hvparams",
             dict,
+            structure=_check_hvparams,
             doc="hypervisor parameters to set (null value: back to the cluster default)",
         ),
-        Param("osparams", dict, doc="OS parameters, replacing the current ones"),
+        Param(
+            "osparams",
+            dict,
+            structure=check_osparams,
+            doc="OS parameters, replacing the current ones (rules as instance.add's)",
+        ),
         Param(
             "tags", list, item_type=str, check=check_tags, doc="tags, replacing the current ones"
         ),
@@ -228,20 +239,27 @@ class InstanceModify(InstanceOp):
 
     @staticmethod
     def new_nics(ctx: OpContext, current: list[Nic], wanted: list[Any]) -> list[Nic]:
+        """A MAC may move between the instance's own NICs (removing one by index shifts
+        the rest) but not take another instance's; a new MAC avoids every MAC in use or
+        asked for, and is never itself mistaken for one in use."""
         specs = normalise_nics(wanted, cluster_of(ctx).nicparams)
-        macs = used_macs([i for i in ctx.store.list("instance")])
+        in_use = used_macs(ctx.store.list("instance"))
+        others = in_use - {n.mac for n in current}
+        given = {s["mac"] for s in specs if s["mac"]}
+        reserved = in_use | given
         out = []
         for index, spec in enumerate(specs):
             old = current[index] if index < len(current) else None
-            mac = spec["mac"] or (
-                old.mac if old else generate_mac(cluster_of(ctx).mac_prefix, macs)
-            )
+            mac = spec["mac"] or (old.mac if old and old.mac not in given else None)
             if old is not None and old.mac == mac:
                 nic = Nic.from_dict(old.to_dict())
-            elif mac in macs:
+            elif mac in others:
                 raise ValidationError(f"nics[{index}].mac", mac, "a MAC no other NIC uses")
             else:
-                nic = Nic(name=spec["name"], mac=mac)
+                nic = Nic(
+                    name=spec["name"],
+                    mac=mac or generate_mac(cluster_of(ctx).mac_prefix, reserved),
+                )
             nic.name, nic.ip, nic.mode, nic.link = (
                 spec["name"],
                 spec["ip"],

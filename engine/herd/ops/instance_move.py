@@ -167,12 +167,12 @@ class InstanceMove(InstanceOp):
             txn.update(moved)
         ctx.forget_undo()
         ctx.log(f"instance {inst.name} now lives on {target.name}")
-        for disk in old_disks:
+        for old in old_disks:
             try:
-                ctx.services.call(source, "disk_remove", {"disk": disk})
+                ctx.services.call(source, "disk_remove", {"disk": old})
             except Exception as exc:  # noqa: BLE001 - the move succeeded; report the leftover
                 ctx.log(
-                    f"could not remove the old disk {disk['index']} on {source.name}: {exc}",
+                    f"could not remove the old disk {old['index']} on {source.name}: {exc}",
                     "warning",
                 )
         if was_running:

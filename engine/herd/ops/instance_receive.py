@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from herd.config.model import Instance, Node
@@ -108,7 +109,9 @@ class InstanceReceive(InstanceAdd):
     def check(self, ctx: OpContext) -> None:
         # The job may check again when retried or resumed; anyone else using the same
         # offer is a replay.
-        msg = verify_message(cluster_of(ctx).domain_secret, self.offer, holder=ctx.owner)
+        msg = verify_message(
+            cluster_of(ctx).domain_secret, self.offer, replay=ctx.replay, holder=ctx.owner
+        )
         self.source_cluster = msg["source_cluster"]
         self.source_ca_pem = msg["source_ca_pem"]
         check_compression(cluster_of(ctx), self.compression)
@@ -151,7 +154,7 @@ class InstanceReceive(InstanceAdd):
             (done,) = watch(
                 ctx,
                 f"disk {index} of {inst.name}",
-                lambda e=end, t=tid: [status(ctx, e, t, "receive")],
+                _receiving(ctx, end, tid),
             )
             report(ctx, f"disk {index} of {inst.name}", done, final=True)
             self.digests[str(index)] = done["digest"]
@@ -160,3 +163,8 @@ class InstanceReceive(InstanceAdd):
     def run(self, ctx: OpContext) -> Any:
         result = super().run(ctx)
         return {**result, "digests": self.digests, "source_cluster": self.source_cluster}
+
+
+def _receiving(ctx: OpContext, end: Endpoint, tid: str) -> Callable[[], list[dict[str, Any]]]:
+    """The poll for ``watch`` of one receiving end, bound to that end, not to a loop's."""
+    return lambda: [status(ctx, end, tid, "receive")]

@@ -12,6 +12,7 @@ instance. No key or certificate is copied by hand.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from herd.client import Client
 from herd.config.model import Instance
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import sign_message, verify_message
-from herd.errors import HerdError, MasterUnreachableError, ValidationError
+from herd.errors import ConflictError, HerdError, MasterUnreachableError, ValidationError
 from herd.ops import zeroing
 from herd.ops.base import OpContext
 from herd.ops.common import DISK_TEMPLATES, cluster_of
@@ -212,7 +213,14 @@ def wait_ready(
             since = max(since, entry["serial"])
             if entry["type"] == READY_LOG_TYPE:
                 envelope = (entry.get("data") or {}).get("answer")
-                answer = verify_message(secret, envelope, reply_to=offer)
+                # A missing answer is refused by verify_message's own shape check, which
+                # takes any value; its signature (crypto/secrets.py) still says Mapping.
+                answer = verify_message(
+                    secret,
+                    envelope,  # type: ignore[arg-type]
+                    reply_to=offer,
+                    replay=ctx.replay,
+                )
                 if answer.get("kind") != ANSWER_KIND:
                     raise ValidationError("answer.kind", answer.get("kind"), ANSWER_KIND)
                 return answer, since
@@ -248,7 +256,7 @@ def wait_done(
         if doc["status"] in ("error", "canceled"):
             raise remote_failure(job_id, doc)
         if doc["status"] == "success":
-            result = doc["ops"][-1]["result"]
+            result: dict[str, Any] = doc["ops"][-1]["result"]
             for index, tid, end in ends:
                 st = status(ctx, end, tid, "send")
                 check_digests(
@@ -271,7 +279,9 @@ def await_end(address: str, job_id: int, timeout: float = 180.0) -> dict[str, An
         try:
             with remote_client(address) as remote:
                 if remote.job(job_id)["status"] in ("queued", "waiting"):
-                    remote.cancel(job_id)
+                    # It may start (or end) before the cancel arrives: then it is waited for.
+                    with contextlib.suppress(ConflictError):
+                        remote.cancel(job_id)
                 return remote.wait(job_id, timeout=max(1.0, deadline - time.monotonic()))
         except MasterUnreachableError:
             if time.monotonic() >= deadline:
@@ -297,6 +307,7 @@ def _settle(ctx: OpContext, args: dict[str, Any]) -> None:
 
 def remote_failure(job_id: int, doc: dict[str, Any]) -> HerdError:
     err = doc.get("error") or {"message": f"ended as {doc['status']}"}
-    failure = HerdError.from_dict(err)
-    failure.message = f"destination job {job_id} failed: {failure.message}"
-    return failure
+    # Built with the full message, so str() and the job's error document both carry it.
+    return HerdError.from_dict(
+        {**err, "message": f"destination job {job_id} failed: {err.get('message', '')}"}
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from herd.alloc import relocate, snapshot
-from herd.config.model import Instance, Node
+from herd.config.model import Instance, Node, TopObject
 from herd.errors import HerdError, PrerequisiteError, ValidationError
 from herd.ops import drbd
 from herd.ops.base import OpContext, register
@@ -123,7 +123,7 @@ class InstanceReplaceDisks(InstanceOp):
                 _, minors = drbd.RESERVATIONS.allocate(
                     ctx.owner,
                     ctx.store.list("instance"),
-                    tuple(c.drbd_port_range),
+                    c.drbd_port_range,
                     [new.name],
                     port=params["port"],
                 )
@@ -151,8 +151,12 @@ class InstanceReplaceDisks(InstanceOp):
         if self.params["new_secondary"] is not None:
             return get_node(ctx, self.params["new_secondary"], "new_secondary")
         nodes = ctx.store.list("node")
-        objects = [*ctx.store.list("cluster"), *ctx.store.list("nodegroup"), *nodes]
-        objects += ctx.store.list("instance")
+        objects: list[TopObject] = [
+            *ctx.store.list("cluster"),
+            *ctx.store.list("nodegroup"),
+            *nodes,
+            *ctx.store.list("instance"),
+        ]
         placement = relocate(snapshot(objects, node_facts(ctx, nodes, drbd.TEMPLATE)), inst.name)
         ctx.log(f"new secondary for {inst.name}: {placement.secondary} ({placement.reasons})")
         return get_node(ctx, str(placement.secondary), "new_secondary")

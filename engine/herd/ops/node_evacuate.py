@@ -19,7 +19,7 @@ from typing import Any
 
 from herd.alloc import EvacuationPlan, Move, Snapshot, allocate, evacuate, snapshot
 from herd.alloc.builtin import EVAC_MODES
-from herd.config.model import Instance, Node
+from herd.config.model import Instance, Node, TopObject
 from herd.errors import PrerequisiteError
 from herd.ops.base import LockSpec, Op, OpContext, register
 from herd.ops.common import cluster_of, get_node, validate_group_ref
@@ -191,7 +191,7 @@ class NodeEvacuate(Op):
         """The evacuation computed on live facts, with the node counted as drained."""
         nodes = ctx.store.list("node")
         users = self._users(ctx, node)
-        objects = [
+        objects: list[TopObject] = [
             *ctx.store.list("cluster"),
             *ctx.store.list("nodegroup"),
             *nodes,
@@ -217,7 +217,7 @@ class NodeEvacuate(Op):
         per_instance: dict[str, list[Move]] = {}
         for move in plan.moves:
             per_instance.setdefault(move.instance, []).append(move)
-        jobs = [
+        jobs: list[dict[str, Any]] = [
             {
                 "instance": name,
                 "ops": _ops_for(ctx.store.get("instance", name), moves, node, p["live"]),

@@ -187,18 +187,29 @@ def install_node_files(ctx: OpContext, node: Node, ca: ClusterCA) -> None:
 def leave(ctx: OpContext, node: Node, cluster_key_line: str) -> list[str]:
     """Best-effort clean-up on a node that leaves: its certificates, then our SSH key.
 
-    A node being removed is often dead, so failures are reported, not raised.
+    A node being removed is often dead, so failures are reported, not raised. The key is
+    tried even when the certificates could not be removed: a node that answers but fails
+    one removal must not go on letting the cluster's key log in as root.
     """
     problems = []
-    try:
-        for path in NODE_FILES:
-            ctx.services.call(node, "remove_file", {"path": path}, timeout=15)
-        remove_cluster_key(address(node), ctx.services.cluster_key(), cluster_key_line)
-    except (NodeError, OSError) as exc:
-        problems.append(f"{node.name}: {exc}")
-        ctx.log(f"node {node.name}: clean-up skipped: {exc}", "warning")
+    steps = (
+        ("certificates", lambda: _remove_node_files(ctx, node)),
+        ("cluster SSH key", lambda: remove_cluster_key(
+            address(node), ctx.services.cluster_key(), cluster_key_line)),
+    )  # fmt: skip
+    for what, step in steps:
+        try:
+            step()
+        except (NodeError, OSError) as exc:
+            problems.append(f"{node.name}: {what}: {exc}")
+            ctx.log(f"node {node.name}: {what} not removed: {exc}", "warning")
     ctx.services.forget_node(node.name)
     return problems
+
+
+def _remove_node_files(ctx: OpContext, node: Node) -> None:
+    for path in NODE_FILES:
+        ctx.services.call(node, "remove_file", {"path": path}, timeout=15)
 
 
 def expected_checksums(ca_pem: bytes) -> dict[str, str]:

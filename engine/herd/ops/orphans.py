@@ -295,7 +295,7 @@ def findings(
     listed = {kind for _, kinds in RULES for kind in kinds if kind in inventory} - set(errors)
     storage_dir = inventory["files"]["storage_dir"] if "files" in listed else ""
     exp = expected_on(node, instances, storage_dir)
-    ctx = Context({i.uuid: i.name for i in instances}, tuple(cluster.drbd_port_range))
+    ctx = Context({i.uuid: i.name for i in instances}, cluster.drbd_port_range)
     for rule, kinds in RULES:
         if listed.issuperset(kinds):
             found += rule(node.name, inventory, exp, ctx)

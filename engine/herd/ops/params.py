@@ -8,6 +8,7 @@ what would have been allowed.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import ipaddress
 import math
@@ -51,7 +52,8 @@ class Param:
     required: bool = False
     default: Any = None
     choices: tuple[Any, ...] | None = None
-    item_type: type | None = None
+    # ``builtins``: the field ``type`` above shadows the name in the class body.
+    item_type: builtins.type | None = None
     minimum: float | None = None
     maximum: float | None = None
     check: Callable[[Any], str | None] | None = None

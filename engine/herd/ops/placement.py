@@ -13,7 +13,7 @@ from typing import Any
 
 from herd.alloc import InstanceRequest, allocate, builtin, iallocator, snapshot
 from herd.alloc.model import POOLS
-from herd.config.model import Node
+from herd.config.model import Node, TopObject
 from herd.errors import PrerequisiteError
 from herd.ops.base import OpContext
 from herd.ops.params import Param
@@ -62,7 +62,8 @@ def node_facts(ctx: OpContext, nodes: list[Node], template: str) -> dict[str, di
             continue
         fact = dict(info.result or {})
         space = spaces.get(node.name)
-        if space is not None and space.ok:
+        # A call's outcome is a result or an error: no error means a result.
+        if space is not None and space.result is not None:
             fact["storage"] = {
                 template: {
                     "total_mib": space.result["total_mib"],
@@ -110,7 +111,7 @@ def place(
     among the nodes this op could lock (all of them, unless it locked opportunistically)."""
     nodes = ctx.store.list("node")
     by_uuid = {n.uuid: n for n in nodes}
-    objects = [
+    objects: list[TopObject] = [
         *ctx.store.list("cluster"),
         *ctx.store.list("nodegroup"),
         *nodes,

@@ -213,7 +213,9 @@ def _end_reason(st: dict[str, Any]) -> str:
     return f"the {role} end{where} failed: {why or 'no reason given'}"
 
 
-def watch(ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]) -> list[dict]:
+def watch(
+    ctx: OpContext, label: str, poll: Callable[[], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Poll the ends until all are done; progress into the job log, errors raised.
 
     ``poll`` returns the status of every end this side can see, sender first.

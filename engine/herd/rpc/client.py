@@ -34,6 +34,13 @@ DEFAULT_COMMAND = "herd-node --serve"
 STDERR_TAIL_BYTES = 4096
 
 
+#: How long a new agent may take to send its banner: an interpreter start and the
+#: engine's imports, which take seconds on a busy host (a software-emulated guest on a
+#: loaded machine took over 10 s), where a TCP connect that slow would mean the node is
+#: gone; the SSH connect keeps its own, shorter bound.
+AGENT_START_TIMEOUT = 60.0
+
+
 class _BrokenSession(Exception):
     """The session can no longer be trusted; the request may or may not have run."""
 
@@ -251,7 +258,7 @@ class NodeClient:
         channel = self.pool.open_channel(node, self.command)
         session = _Session(node, channel)
         try:
-            session.read_banner(self.pool.connect_timeout)
+            session.read_banner(AGENT_START_TIMEOUT)
         except _BrokenSession as exc:
             session.close()
             raise self._node_error(node, session, f"cannot start '{self.command}': {exc}") from exc

@@ -34,7 +34,10 @@ from tests.engine.harness import PATIENCE, start_thread_master
 
 DOMAIN_SECRETS = ("a1" * 32, "b2" * 32, "c3" * 32)
 DRBD_SECRETS = ("drbd-known-secret-one", "drbd-known-secret-two")
-SECRETS = (*DOMAIN_SECRETS, *DRBD_SECRETS)
+#: Key material no one declared secret, quoted in an error: found by its armour alone.
+KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"
+KEY_FILE = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"
+SECRETS = (*DOMAIN_SECRETS, *DRBD_SECRETS, KEY_BODY)
 
 #: A value for every query parameter a GET route takes, so each is crawled with it set.
 #: A route with a parameter missing here fails the crawl: teach it the new parameter.
@@ -114,6 +117,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     broken["objects"]["cluster"][0]["tags"] = DOMAIN_SECRETS[2]
     ids.append(root.submit([{"op": "config.restore", "data": broken}]))
     root.wait(ids[-1], PATIENCE)
+    broken["objects"]["cluster"][0]["tags"] = KEY_FILE
+    ids.append(root.submit([{"op": "config.restore", "data": broken}]))
+    root.wait(ids[-1], PATIENCE)
     token = root.create_token("reader", read_only=True)
     yield Cluster(https, root, https.client(token=token), ids)
     https.running.stop()
@@ -159,7 +165,7 @@ def test_the_setup_really_holds_the_secrets(cluster: Cluster) -> None:
     assert store.list("cluster")[0].domain_secret == DOMAIN_SECRETS[2]
     assert store.list("instance")[0].disks[0].params["secret"] == DRBD_SECRETS[1]
     statuses = [cluster.root.job(j)["status"] for j in cluster.job_ids]
-    assert statuses == ["success", "success", "success", "error"]
+    assert statuses == ["success", "success", "success", "error", "error"]
 
 
 def test_no_get_endpoint_shows_a_secret_to_a_read_only_token(cluster: Cluster) -> None:
@@ -180,7 +186,7 @@ def test_no_get_endpoint_shows_a_secret_to_root_unless_asked(cluster: Cluster) -
 
 
 def test_jobs_show_where_secrets_were(cluster: Cluster) -> None:
-    first, second, restore, failed = (cluster.reader.job(j) for j in cluster.job_ids)
+    first, second, restore, failed, keyed = (cluster.reader.job(j) for j in cluster.job_ids)
     assert first["ops"][0]["params"]["domain_secret"] == REDACTED
     assert second["ops"][0]["result"]["changes"]["domain_secret"] == {
         "before": REDACTED,
@@ -190,6 +196,9 @@ def test_jobs_show_where_secrets_were(cluster: Cluster) -> None:
     assert failed["error"]["details"]["field"] == "cluster[alpha].tags"
     assert failed["error"]["details"]["value"] == REDACTED
     assert REDACTED in failed["error"]["message"]
+    assert keyed["error"]["details"]["value"] == (
+        f"-----BEGIN OPENSSH PRIVATE KEY-----{REDACTED}-----END OPENSSH PRIVATE KEY-----\n"
+    )
     (inst,) = cluster.reader.query("instances")
     assert inst["disks"][0]["params"]["secret"] == REDACTED
     assert cluster.reader.query("cluster")["domain_secret"] == REDACTED

@@ -35,6 +35,7 @@ from herd.errors import (
     ValidationError,
 )
 from herd.redact import REDACTED
+from tests.engine.typecheck import type_errors
 
 from .strategies import objects_of, states
 
@@ -599,3 +600,24 @@ def test_restore_replaces_everything(populated: SQLiteStore) -> None:
     assert populated.list("instance") == []
     assert populated.list("cluster") == []
     assert populated.list("node") == [node]
+
+
+def test_a_literal_kind_gives_its_own_class_to_the_type_checker(tmp_path: Path) -> None:
+    source = (
+        "from herd.config.store import Store, Transaction\n"
+        "def use(store: Store, txn: Transaction) -> list[str | None]:\n"
+        "    node = store.get('node', 'n1')\n"
+        "    found = txn.find('instance', 'i1')\n"
+        "    return [\n"
+        "        node.secondary_ip,\n"
+        "        found.primary_node if found else None,\n"
+        "        *(g.alloc_policy for g in txn.list('nodegroup')),\n"
+        "        store.list('cluster')[0].mac_prefix,\n"
+        "    ]\n"
+        "def any_kind(store: Store, kind: str) -> str:\n"
+        "    return store.get(kind, 'x').secondary_ip\n"
+    )
+    errors = type_errors(source, tmp_path)
+    # Any other string still gives the union: a kind the checker cannot see is not trusted.
+    assert errors, "a kind from a plain string came back as a Node"
+    assert all("snippet.py:12:" in e and "[union-attr]" in e for e in errors), errors

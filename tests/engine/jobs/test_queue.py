@@ -7,6 +7,7 @@ counting as active) until the test lets go, so no test depends on how long a sle
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,15 +16,20 @@ from typing import Any
 
 import pytest
 
-from herd.config import SQLiteStore
-from herd.errors import ConflictError, NotFoundError, ValidationError
+from herd.config import Node, SQLiteStore
+from herd.errors import ConflictError, HerdError, NodeError, NotFoundError, ValidationError
 from herd.jobs import job as J
 from herd.jobs.db import JobDB
-from herd.jobs.queue import JobQueue
+from herd.jobs.job import Job
+from herd.jobs.queue import JobQueue, LogFn
 from herd.jobs.runner import JobRunner
 from herd.locking import LockManager
 from herd.master.daemon import sync_locks
+from herd.master.services import MasterServices
+from herd.ops.undo import UndoJournal
+from herd.redact import REDACTED
 from tests.engine.harness import ThreadMaster, add_nodes
+from tests.engine.rpc.scripted_agent import ScriptedChannel, scripted_client
 
 HOLDER = "test-holder"
 
@@ -309,3 +315,58 @@ def test_queued_jobs_survive_a_graceful_restart(
     done = tm2.wait_status(queued, "success")
     assert done["priority"] == -5
     assert c2.queue()["max_running"] == 1
+
+
+DRBD_SECRET = "drbd-shared-secret-1"
+KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"
+KEY_FILE = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----"
+
+
+class NodeCallingRunner:
+    """Runs every job as one failing node call through the master's services, reported as
+    JobRunner reports an op's error: a line in the job log and the job's error."""
+
+    def __init__(self, services: MasterServices) -> None:
+        self.services = services
+
+    def __call__(self, job: Job, cancel: Any, queue: JobQueue) -> None:
+        queue.set_status(job, J.RUNNING, 0)
+        args = {"disk": {"params": {"secret": DRBD_SECRET}}}
+        try:
+            self.services.call(Node(name="n1", primary_ip="192.0.2.1"), "disk_attach_net", args)
+        except HerdError as exc:
+            queue.log(job.id, f"disk_attach_net failed: {exc.message}", "error")
+            queue.op_done(job, 0, J.ERROR, None, exc.to_dict())
+            queue.finish(job, J.ERROR, exc.to_dict())
+
+    def finish_undo(self, job: Job, journal: UndoJournal, log: LogFn) -> list[str]:
+        return []
+
+
+def test_a_node_error_quoting_a_drbd_secret_and_a_key_is_read_back_hidden(
+    tmp_path: Path, poll: Callable[..., Any]
+) -> None:
+    quoting = NodeError(
+        f"Command 'drbdsetup connect --shared-secret={DRBD_SECRET}' terminated; "
+        f"stderr: could not load {KEY_FILE} (bad permissions)",
+        stderr=KEY_FILE,
+    )
+    answer = {"id": 1, "ok": False, "error": quoting.to_dict()}
+    client = scripted_client(ScriptedChannel([answer]))
+    runner = NodeCallingRunner(MasterServices(state_dir=tmp_path, _client=client))
+    queue = JobQueue(JobDB(tmp_path / "jobs.db"), runner, max_running=1)
+    queue.start()
+    try:
+        job_id = queue.submit({"ops": [delay()]})
+        poll("job ended", lambda: queue.get(job_id).final)
+        doc = queue.view(job_id)
+    finally:
+        queue.stop()
+    text = json.dumps(doc)
+    assert DRBD_SECRET not in text and KEY_BODY not in text
+    hidden = f"-----BEGIN OPENSSH PRIVATE KEY-----{REDACTED}-----END OPENSSH PRIVATE KEY-----"
+    for message in (doc["error"]["message"], doc["ops"][0]["error"]["message"]):
+        assert f"--shared-secret={REDACTED}' terminated" in message
+        assert f"could not load {hidden} (bad permissions)" in message
+    assert doc["error"]["details"]["stderr"] == hidden
+    assert f"could not load {hidden}" in doc["log"][-1]["message"]

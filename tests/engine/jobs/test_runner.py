@@ -41,7 +41,8 @@ def test_multi_op_job_runs_ops_in_order(herd_master: ThreadMaster) -> None:
 def test_unknown_node_fails_the_job_with_its_error_type(herd_master: ThreadMaster) -> None:
     c = herd_master.client()
     doc = herd_master.wait_status(c.submit([delay(lock_nodes=["nope"])]), "error")
-    assert doc["error"]["type"] == "NotFoundError"
+    assert doc["error"]["type"] == "ValidationError"
+    assert doc["error"]["details"]["field"] == "lock_nodes[0]"
     assert holders(herd_master) == []
 
 

@@ -16,8 +16,12 @@ from typing import Any
 import pytest
 
 from herd.client import Client
+from herd.config.model import Cluster
+from herd.config.store import SQLiteStore
+from herd.crypto.secrets import generate_domain_secret, sign_message
 from herd.errors import HerdError, MasterUnreachableError, PrerequisiteError
 from herd.master.daemon import Master
+from herd.ops.instance_remote import OFFER_KIND
 from tests.engine.harness import PATIENCE, ThreadMaster, add_nodes, poll
 
 
@@ -165,7 +169,14 @@ def test_state_files_are_root_only_even_in_a_state_dir_made_0755(
         pm = process_master()
     wait_status(pm.client, pm.client.submit([{"op": "debug.delay", "duration": 0}]), "success")
     files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()}
-    assert {"config.db", "config.db-wal", "jobs.db", "jobs.db-wal", "jobs.db-shm"} <= set(files)
+    assert {
+        "config.db",
+        "config.db-wal",
+        "jobs.db",
+        "jobs.db-wal",
+        "jobs.db-shm",
+        "replay.db",
+    } <= set(files)
     assert files == dict.fromkeys(files, 0o600)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
 
@@ -203,3 +214,31 @@ def test_a_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
         Master(state, tmp_path / "m.sock")
     assert err.value.details == {"state_dir": str(state), "mode": "0700", "uid": 65534}
     assert list(state.iterdir()) == []
+
+
+def test_a_signed_offer_replayed_to_a_restarted_master_is_refused(
+    tmp_path: Path, master_factory: Callable[..., ThreadMaster]
+) -> None:
+    """The replay cache is in the state directory: a restart must not reopen the window
+    in which an offer captured on the wire could start a second transfer."""
+    secret = generate_domain_secret()
+    add_nodes(tmp_path / "state", ("n1",))
+    store = SQLiteStore(tmp_path / "state" / "config.db")
+    with contextlib.closing(store), store.transaction() as txn:
+        txn.add(Cluster(name="dest", domain_secret=secret))
+    described = {"name": "i1", "disk_template": "file", "disks": [{"size": 64}]}
+    offer = sign_message(
+        secret,
+        {"kind": OFFER_KIND, "source_cluster": "src", "source_ca_pem": "", "instance": described},
+    )
+    first = master_factory()
+    accepted = first.wait_status(
+        first.api.submit([{"op": "instance.receive", "offer": offer}]), "error"
+    )
+    assert "replayed" not in accepted["error"]["message"]  # checked, then failed further on
+    first.stop()
+
+    again = master_factory()
+    job = again.wait_status(again.api.submit([{"op": "instance.receive", "offer": offer}]), "error")
+    assert job["error"]["type"] == "AuthenticationError"
+    assert "replayed" in job["error"]["message"]

@@ -15,7 +15,14 @@ from herd.config.store import SQLiteStore
 from herd.errors import PrerequisiteError, ValidationError
 from herd.locking import LockManager
 from herd.ops.base import OpContext
-from herd.ops.common import cluster_of, get_node, validate_group_ref
+from herd.ops.common import (
+    MAX_OSPARAM_LEN,
+    MAX_OSPARAMS,
+    check_osparams,
+    cluster_of,
+    get_node,
+    validate_group_ref,
+)
 
 OPS_DIR = Path(herd.ops.__file__).parent
 
@@ -77,3 +84,42 @@ def test_ops_take_shared_helpers_from_common_not_from_other_ops() -> None:
     assert "instance_export" not in imported_names("herd.ops.instance_remote")
     helpers = imported_names("herd.ops.instance_common")
     assert not any({"cluster", "get_node"} & names for names in helpers.values())
+
+
+@pytest.mark.parametrize(
+    ("osparams", "field", "rule"),
+    [
+        ({"root-password": "x"}, "osparams.root-password", "letters, digits and '_'"),
+        ({"a" * 65: "x"}, "osparams." + "a" * 65, "1-64"),
+        ({"": "x"}, "osparams.", "1-64"),
+        ({"suite": "x", "SUITE": "y"}, "osparams.SUITE", "OSP_SUITE"),
+        ({"motd": "hi\nthere"}, "osparams.motd", "line breaks"),
+        ({"motd": "hi\rthere"}, "osparams.motd", "line breaks"),
+        ({"motd": "a\0b"}, "osparams.motd", "NUL"),
+        ({"motd": "x" * (MAX_OSPARAM_LEN + 1)}, "osparams.motd", str(MAX_OSPARAM_LEN)),
+        ({"pkgs": ["vim"]}, "osparams.pkgs", "a number or a boolean"),
+        ({"pkgs": {"a": 1}}, "osparams.pkgs", "a number or a boolean"),
+        ({"pkgs": None}, "osparams.pkgs", "a number or a boolean"),
+        ({f"p{i}": "x" for i in range(MAX_OSPARAMS + 1)}, "osparams", f"{MAX_OSPARAMS}"),
+    ],
+)
+def test_osparams_must_be_usable_as_osp_variables(
+    osparams: dict[str, object], field: str, rule: str
+) -> None:
+    with pytest.raises(ValidationError) as err:
+        check_osparams(osparams, "osparams")
+    assert err.value.details["field"] == field
+    assert rule in err.value.details["allowed"]
+    assert field in err.value.message
+
+
+def test_osparams_numbers_and_booleans_are_stored_as_the_text_scripts_get() -> None:
+    given = {"suite": "bookworm", "disk_gib": 8, "ratio": 1.5, "dhcp": True, "ipv6": False}
+    assert check_osparams(given, "osparams") == {
+        "suite": "bookworm",
+        "disk_gib": "8",
+        "ratio": "1.5",
+        "dhcp": "true",
+        "ipv6": "false",
+    }
+    assert check_osparams({f"p{i}": "x" * MAX_OSPARAM_LEN for i in range(MAX_OSPARAMS)}, "o")

@@ -1,8 +1,9 @@
 """Undo steps as data: every step the ops record has a handler, and the handlers that a
 restarted master may run against a config the dead one committed do no harm.
 
-Node answers are scripted; the journal these steps go to is tested in
-tests/engine/jobs/test_journal.py, a real kill -9 in tests/engine/master.
+Node answers come from loopback nodes (real agents on tmp dirs), scripted for DRBD; the
+journal these steps go to is tested in tests/engine/jobs/test_journal.py, a real kill -9
+in tests/engine/master.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from herd.ops.base import OpContext
 from herd.ops.instance_common import disk_arg, undo_disk_create
 from herd.ops.undo import MemoryJournal, UndoStep, handler, instance_arg
 from tests.engine.harness import add_nodes
+from tests.engine.loopback import LoopbackServices
 
 OPS_DIR = Path(__file__).resolve().parents[3] / "engine" / "herd" / "ops"
 
 
 class Services:
-    """Records node calls; ``unreachable`` nodes raise as a dead node does."""
+    """Records node calls; ``unreachable`` nodes raise as a dead node does. Scripted
+    rather than loopback for DRBD disks, whose real backend would act on this machine."""
 
     def __init__(self, unreachable: frozenset[str] = frozenset()) -> None:
         self.unreachable = unreachable
@@ -108,19 +111,28 @@ def new_instance(store: Any, template: str, nodes: list[Node]) -> Instance:
     return inst
 
 
-def test_a_disk_the_config_uses_is_never_removed(store: Any) -> None:
+def loopback(tmp_path: Path) -> LoopbackServices:
+    """Real node agents on directories under ``tmp_path`` (see tests/engine/loopback.py)."""
+    return LoopbackServices(state_dir=tmp_path, nodes_dir=tmp_path / "nodes")
+
+
+def test_a_disk_the_config_uses_is_never_removed(store: Any, tmp_path: Path) -> None:
     """The master died after a move committed (disk now on n1) but before its journal
     was cleared: only the copy the config does not name goes."""
     n1, n2 = store.get("node", "n1"), store.get("node", "n2")
     inst = new_instance(store, "file", [n1])
     with store.transaction() as txn:
         txn.add(inst)
-    services = Services()
+    services = loopback(tmp_path)
+    disk = disk_arg(inst, 0, inst.disks[0])
+    images = [services.call(node, "disk_create", {"disk": disk})["path"] for node in (n1, n2)]
+    services.calls.clear()
     ctx = context(store, services)
     for node in (n1, n2):
-        undo_disk_create(ctx, f"remove on {node.name}", node, disk_arg(inst, 0, inst.disks[0]))
+        undo_disk_create(ctx, f"remove on {node.name}", node, disk)
     assert ctx.run_undo() == []
     assert services.calls == [("n2", "disk_remove")]
+    assert [Path(p).exists() for p in images] == [True, False]
 
 
 def test_an_unremovable_drbd_disk_keeps_its_port_and_minor(store: Any) -> None:
@@ -167,12 +179,6 @@ def test_instance_and_node_arguments_round_trip(store: Any) -> None:
     assert Node.from_dict(step.args["node"]) == n1
 
 
-class CryptoServices(Services):
-    def __init__(self, crypto_dir: Path) -> None:
-        super().__init__()
-        self.crypto_dir = crypto_dir
-
-
 def test_an_init_or_join_the_config_holds_is_kept(store: Any, tmp_path: Path) -> None:
     """``cluster.init`` commits its cluster and master node last; a master that died right
     after that commit must not take the keys, CA or node files away again."""
@@ -180,7 +186,11 @@ def test_an_init_or_join_the_config_holds_is_kept(store: Any, tmp_path: Path) ->
     crypto.mkdir()
     n1 = store.get("node", "n1")
     stranger = Node(name="n3", primary_ip="192.0.2.9")
-    services = CryptoServices(crypto)
+    services = loopback(tmp_path)
+    assert services.crypto_dir == crypto
+    for node in (n1, stranger):
+        services.call(node, "write_file", {"path": "crypto/node.pem", "content": "cert"})
+    services.calls.clear()
     with store.transaction() as txn:
         txn.add(Cluster(name="c1", master_node="n1"))
     for kind, args in [
@@ -191,6 +201,8 @@ def test_an_init_or_join_the_config_holds_is_kept(store: Any, tmp_path: Path) ->
         handler(kind)(context(store, services), args)
     assert crypto.is_dir()
     assert services.calls == [("n3", "remove_file")]
+    assert (services.root("n1") / "crypto/node.pem").exists()
+    assert not (services.root("n3") / "crypto/node.pem").exists()
     with store.transaction() as txn:
         txn.delete(txn.get("cluster", "c1"))
     handler("cluster.remove_crypto")(context(store, services), {})

@@ -361,15 +361,17 @@ class FakeHypervisor(Hypervisor):
 
     def _load(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self._path(name, ".json").read_text())
+            state: dict[str, Any] = json.loads(self._path(name, ".json").read_text())
         except FileNotFoundError:
             return None
+        return state
 
     def _guest(self, name: str) -> dict[str, Any]:
         try:
-            return json.loads(self._path(name, ".guest.json").read_text())
+            guest: dict[str, Any] = json.loads(self._path(name, ".guest.json").read_text())
         except (FileNotFoundError, ValueError):
             return {}
+        return guest
 
     def _save(self, state: dict[str, Any]) -> None:
         path = self._path(state["name"], ".json")
@@ -389,8 +391,18 @@ def list_processes(ctx: NodeContext) -> list[dict[str, Any]]:
     return [
         {"hypervisor": FakeHypervisor.name, "name": name, "pid": pid}
         for pid, argv in proc.own_processes()
-        if proc.python_module(argv) in modules and (name := proc.arg_value(argv, "--name"))
+        if proc.python_module(argv) in modules
+        and (name := proc.arg_value(argv, "--name"))
+        and _of_this_node(ctx, argv)
     ]
+
+
+def _of_this_node(ctx: NodeContext, argv: list[str]) -> bool:
+    """Whether a guest keeps its status under this node's state: nodes that share one
+    process namespace (the in-process test nodes, several agents on one host) must not
+    count each other's guests as their orphans. Helpers carry no status and count."""
+    status = proc.arg_value(argv, "--status")
+    return status is None or Path(status).parent == FakeHypervisor(ctx).state_dir
 
 
 def _helper_for(boot: dict[str, str]) -> str:

@@ -564,9 +564,10 @@ class KvmHypervisor(Hypervisor):
 
     def _load(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(Path(self._paths(name)["runtime"]).read_text())
+            runtime: dict[str, Any] = json.loads(Path(self._paths(name)["runtime"]).read_text())
         except FileNotFoundError:
             return None
+        return runtime
 
     def _save(self, name: str, runtime: dict[str, Any]) -> None:
         path = Path(self._paths(name)["runtime"])

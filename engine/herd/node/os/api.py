@@ -104,7 +104,7 @@ def search_path(root: Path, env: Mapping[str, str] | None = None) -> tuple[Path,
     return (root / "os", *(Path(p) for p in system))
 
 
-def split_os_name(value: str, field: str = "os") -> tuple[str, str | None]:
+def split_os_name(value: object, field: str = "os") -> tuple[str, str | None]:
     """``"name+variant"`` as (name, variant); the variant is None when not given."""
     if not isinstance(value, str):
         raise ValidationError(field, value, "an OS name like 'name' or 'name+variant'")

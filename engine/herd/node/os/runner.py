@@ -81,7 +81,8 @@ def run_script(
         )
         logf.flush()
         child_ends: list[int] = []
-        size_r, pass_fds = -1, ()
+        size_r = -1
+        pass_fds: tuple[int, ...] = ()
         if size_fd:
             size_r, size_w = os.pipe()
             stack.callback(os.close, size_r)

@@ -18,6 +18,7 @@ brains are made.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -42,14 +43,24 @@ from herd.node.storage.plain import (
     MIB,
     CommandResult,
     Runner,
+    command_error,
     lvm_name,
     run_command,
 )
+from herd.redact import REDACTED, scrub
 
 CONF_DIR = Path("/etc/drbd.d")
 PROC_DRBD = Path("/proc/drbd")
 STATE_DIR = "drbd"
 _SAFE_PATH = re.compile(r"[A-Za-z0-9/._-]+")
+#: drbdadm's exit code when a drbdsetup it ran failed or, with "did not terminate within"
+#: on stderr, overran drbdadm's own few-second bound (not configurable).
+DRBDADM_CHILD_FAILED = 20
+#: ``adjust`` runs after such an overrun before the error is given up on.
+OVERRUN_RETRIES = 5
+#: The secret as drbdadm shows it: in the drbdsetup command line it echoes when that
+#: fails (``--shared-secret=…``) and in a dumped resource (``shared-secret "…";``).
+_SHARED_SECRET = re.compile(r"(shared-secret[= ]\"?)[^\s\"';]+")
 
 
 @register_backend
@@ -130,9 +141,24 @@ class DrbdStorage(StorageBackend):
         return True
 
     def drbdadm(self, res: DrbdResource, *args: str, check: bool = True) -> CommandResult:
-        return self.run(
-            ["drbdadm", "-c", str(self.conf_path(res)), *args], check=check, timeout=60.0
+        """Run drbdadm on ``res``, its output cleaned of the shared secret.
+
+        Herd's own command line never holds the secret (it is in the resource file), but
+        drbdadm passes it to drbdsetup as ``--shared-secret=…`` and quotes that command
+        when it fails, so its stderr would carry the secret into a NodeError, the job's
+        error and every log that shows it.
+        """
+        raw = self.run(
+            ["drbdadm", "-c", str(self.conf_path(res)), *args], check=False, timeout=60.0
         )
+        result = dataclasses.replace(
+            raw,
+            stdout=_without_secret(raw.stdout, res.secret),
+            stderr=_without_secret(raw.stderr, res.secret),
+        )
+        if check and result.returncode != 0:
+            raise command_error(result)
+        return result
 
     def status(self, res: DrbdResource) -> DrbdStatus:
         """Current state of the resource on this node; ``Unconfigured`` when it is down."""
@@ -316,9 +342,10 @@ class DrbdStorage(StorageBackend):
 
     def _flags(self, res: DrbdResource) -> dict[str, Any]:
         try:
-            return json.loads((self.state_dir / f"{res.name}.json").read_text())
+            flags: dict[str, Any] = json.loads((self.state_dir / f"{res.name}.json").read_text())
         except FileNotFoundError:
             return {}
+        return flags
 
     def _create_md(self, res: DrbdResource, fresh: bool) -> bool:
         """Write metadata on a fresh meta LV, or on one where none is found; else keep it."""
@@ -339,10 +366,22 @@ class DrbdStorage(StorageBackend):
 
     def _up(self, res: DrbdResource) -> bool:
         if self.status(res).configured:
-            self.drbdadm(res, "adjust", res.name)
+            self._converge(res, "adjust")
             return False
-        self.drbdadm(res, "up", res.name)
+        self._converge(res, "up")
         return True
+
+    def _converge(self, res: DrbdResource, command: str) -> None:
+        """``drbdadm command``, then ``adjust`` while drbdadm reports a drbdsetup call that
+        overran its few seconds: on a slow host (software-emulated guests under load) the
+        call goes on or stops part-way, and ``adjust`` does what is still missing."""
+        result = self.drbdadm(res, command, res.name, check=False)
+        for _ in range(OVERRUN_RETRIES):
+            if not _overran(result):
+                break
+            result = self.drbdadm(res, "adjust", res.name, check=False)
+        if result.returncode != 0:
+            raise command_error(result)
 
     def _down(self, res: DrbdResource) -> bool:
         if not self.conf_path(res).exists():
@@ -356,6 +395,19 @@ class DrbdStorage(StorageBackend):
             )
         self.drbdadm(res, "down", res.name)
         return True
+
+
+def _overran(result: CommandResult) -> bool:
+    return result.returncode == DRBDADM_CHILD_FAILED and "did not terminate within" in (
+        result.stderr
+    )
+
+
+def _without_secret(text: str, secret: str) -> str:
+    """``text`` with the secret hidden wherever drbdadm prints it as an option, whatever
+    its length, and the secret itself cut out elsewhere by the rule of ``scrub``."""
+    hidden: str = scrub(_SHARED_SECRET.sub(rf"\g<1>{REDACTED}", text), frozenset(), (secret,))
+    return hidden
 
 
 def list_drbd(

@@ -125,13 +125,14 @@ class _Lz4Compressor:
         self._header: bytes | None = self._c.begin()
 
     def compress(self, data: bytes) -> bytes:
-        out = self._c.compress(data)
+        out: bytes = self._c.compress(data)
         if self._header is not None:
             out, self._header = self._header + out, None
         return out
 
     def flush(self) -> bytes:
-        return (self._header or b"") + self._c.flush()
+        tail: bytes = self._c.flush()
+        return (self._header or b"") + tail
 
 
 _BUILTIN: dict[str, Callable[[], Codec]] = {

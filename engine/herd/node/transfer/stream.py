@@ -66,7 +66,9 @@ _BLKZEROOUT = 0x127F
 #: Read-ahead depth of the sender: blocks queued between the disk and the network.
 PREFETCH = 8
 
-Write = Callable[[bytes], None]
+#: Where a stream goes; what it returns is ignored (``file.write`` returns a count,
+#: ``socket.sendall`` returns None).
+Write = Callable[[bytes], object]
 ReadExact = Callable[[int], bytes]
 
 

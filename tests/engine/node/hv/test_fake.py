@@ -231,3 +231,15 @@ def test_list_processes_finds_guests_even_without_their_state_file(hv: FakeHyper
     assert {"hypervisor": "fake", "name": "web1", "pid": pid} in list_processes(hv.ctx)
     os.kill(pid, signal.SIGKILL)
     eventually(lambda: all(p["pid"] != pid for p in list_processes(hv.ctx)))
+
+
+def test_nodes_sharing_a_process_namespace_see_only_their_own_guests(
+    make_ctx: Callable[[str], NodeContext],
+) -> None:
+    # The in-process test nodes share one namespace: another node's guest (or a guest of
+    # some other test on the machine) must not be reported as this node's orphan.
+    mine, other = FakeHypervisor(make_ctx("mine")), FakeHypervisor(make_ctx("other"))
+    spec = instance_spec()
+    pid = other.start(spec, disks_for(other.ctx, spec))["pid"]
+    assert all(p["pid"] != pid for p in list_processes(mine.ctx))
+    assert any(p["pid"] == pid for p in list_processes(other.ctx))

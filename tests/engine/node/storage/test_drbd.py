@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from herd.errors import PrerequisiteError
+from herd.errors import NodeError, PrerequisiteError
 from herd.node.actions.registry import NodeContext
 from herd.node.storage.base import DiskSpec, backend_for
 from herd.node.storage.drbd import DrbdStorage, list_drbd
 from herd.node.storage.drbd_config import render
+from herd.redact import REDACTED
 from tests.engine.node.storage.helpers import ScriptedRunner, data
 
 OK = (0, "", "")
@@ -81,6 +82,39 @@ def test_create_makes_lvs_metadata_and_brings_the_resource_up(
     assert runner.commands("drbdadm")[0][:3] == ("drbdadm", "-c", str(conf))
     assert conf.stat().st_mode & 0o777 == 0o600
     assert "device /dev/drbd5 minor 5;" in conf.read_text()
+
+
+#: What drbdadm 8.4 printed on a loaded host's software-emulated guest (exit code 20).
+OVERRUN = (20, "", "Command 'drbdsetup-84 connect herd-d1 ...' did not terminate within 5 seconds")
+
+
+def test_an_up_whose_drbdsetup_overran_is_finished_by_adjust(
+    ctx: NodeContext, tmp_path: Path
+) -> None:
+    runner = ScriptedRunner(
+        lvs("herd-d1.data", 1024), lvs("herd-d1.meta", 128), (("drbdadm",), OK),
+        (("drbdadm",), OVERRUN), (("drbdadm",), OVERRUN), (("drbdadm",), OK),
+    )  # fmt: skip
+    node = Node(ctx, tmp_path, runner)
+    assert node.backend.create(disk()) is True
+    assert node.drbdadm()[1:] == [("up", "herd-d1"), ("adjust", "herd-d1"), ("adjust", "herd-d1")]
+
+
+def test_an_overrun_that_never_settles_and_a_real_failure_are_errors(
+    ctx: NodeContext, tmp_path: Path
+) -> None:
+    runner = ScriptedRunner(*[(("drbdadm",), OVERRUN)] * 6)
+    node = Node(ctx, tmp_path, runner)
+    node.state(STANDALONE)
+    with pytest.raises(NodeError, match="did not terminate"):
+        node.backend.assemble(disk())
+    assert len(node.drbdadm()) == 6
+    failing = ScriptedRunner((("drbdadm",), (20, "", "Command 'drbdsetup-84 ...' exit code 10")))
+    node = Node(ctx, tmp_path, failing)
+    node.state(STANDALONE)
+    with pytest.raises(NodeError, match="exit code 10"):
+        node.backend.assemble(disk())
+    assert len(node.drbdadm()) == 1
 
 
 def test_replayed_create_keeps_existing_metadata(ctx: NodeContext, tmp_path: Path) -> None:
@@ -171,6 +205,40 @@ def test_disconnect_and_attach_net_are_idempotent(ctx: NodeContext, tmp_path: Pa
     node.state(CONNECTED_SECONDARY)
     assert node.backend.attach_net(disk()) is False
     assert node.drbdadm() == [("disconnect", "herd-d1"), ("connect", "herd-d1")]
+
+
+#: How drbdadm shows the secret it was configured with: the drbdsetup command it echoes
+#: when that fails, and a resource as ``drbdadm dump`` prints it.
+ECHOED = (
+    "Command 'drbdsetup-84 connect herd-d1 ipv4:10.0.0.1:11000 ipv4:10.0.0.2:11000 "
+    "--protocol=C --shared-secret=s3cret --cram-hmac-alg=sha256' terminated with exit code 10",
+    'net {\n    shared-secret "s3cret";\n}',
+)
+
+
+@pytest.mark.parametrize("stderr", ECHOED)
+def test_a_failing_drbdadm_never_quotes_the_shared_secret(
+    ctx: NodeContext, tmp_path: Path, stderr: str
+) -> None:
+    """drbdadm passes the secret to drbdsetup on its command line and quotes that command
+    when it fails: the NodeError (and so the job error) must not carry it."""
+    node = Node(ctx, tmp_path, ScriptedRunner((("drbdadm",), (10, "", stderr))))
+    node.state(STANDALONE)
+    with pytest.raises(NodeError) as err:
+        node.backend.attach_net(disk())
+    assert "s3cret" not in json.dumps(err.value.to_dict())
+    assert stderr.replace("s3cret", REDACTED) in err.value.message
+
+
+def test_a_long_secret_is_cut_out_of_drbdadm_output_wherever_it_is(
+    ctx: NodeContext, tmp_path: Path
+) -> None:
+    spec = disk()
+    spec.params["secret"] = "drbd-long-secret-value"
+    answer = (0, "peer offered drbd-long-secret-value", "")
+    node = Node(ctx, tmp_path, ScriptedRunner((("drbdadm",), answer)))
+    result = node.backend.drbdadm(node.backend.resource(spec), "dump-md", "herd-d1")
+    assert result.stdout == f"peer offered {REDACTED}"
 
 
 def test_release_keeps_the_data_lv_and_drops_everything_else(

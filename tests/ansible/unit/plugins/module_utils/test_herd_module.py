@@ -16,6 +16,7 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdJobFailed,
 )
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    DRY_RUN_OPS,
     HerdModule,
     pending_job,
 )
@@ -28,17 +29,20 @@ OPS = [{"op": "node.modify", "name": "n1", "drained": True}]
 class RecordingClient:
     def __init__(self, job_status: str = "success", op_results: list[Any] | None = None) -> None:
         self.submitted: list[tuple[list[dict[str, Any]], list[list[Any]]]] = []
+        self.priorities: list[int] = []
         self.waited: list[int] = []
         self.job_status = job_status
         self.op_results = op_results or []
 
-    def submit(self, ops: list[dict[str, Any]], reason: list[list[Any]]) -> int:
+    def submit(self, ops: list[dict[str, Any]], reason: list[list[Any]], priority: int = 0) -> int:
         self.submitted.append((ops, reason))
+        self.priorities.append(priority)
         return 41 + len(self.submitted)
 
-    def wait(self, job_id: int, timeout: float, on_log: Any) -> dict[str, Any]:
+    def wait(self, job_id: int, timeout: float, on_log: Any = None) -> dict[str, Any]:
         self.waited.append(job_id)
-        on_log({"serial": 1, "message": "draining"})
+        if on_log is not None:
+            on_log({"serial": 1, "message": "draining"})
         job = {"id": job_id, "status": self.job_status, "error": None, "ops": self.op_results}
         if self.job_status != "success":
             job["error"] = {"type": "NodeError", "message": "n1 unreachable", "details": {}}
@@ -238,3 +242,74 @@ def test_the_real_master_finds_only_the_matching_unfinished_job(
     assert pending_job(client, "group.add", "rack2") == waiting[1]
     assert pending_job(client, "group.remove", "rack2") is None
     assert pending_job(client, "group.add", "rack3") is None
+
+
+ADD = [{"op": "instance.add", "name": "web1", "disk_template": "file", "disks": ["8M"]}]
+
+
+def rehearse_module(capsys: pytest.CaptureFixture[str], client: ReconcileClient) -> dict[str, Any]:
+    with patch_module_args(
+        {"socket": "/nonexistent.sock", "name": "web1", "state": "present",
+         "_ansible_check_mode": True}
+    ):  # fmt: skip
+        herd = HerdModule("instance", {"name": {"type": "str"}, "state": {"type": "str"}})
+        herd.client = client  # type: ignore[assignment]
+        with pytest.raises(SystemExit):
+            herd.run(lambda h: h.reconcile(client.query_node, lambda _: (ADD, {"after": {}})))
+    return json.loads(capsys.readouterr().out)
+
+
+def test_check_mode_has_the_master_dry_run_a_create_and_reports_the_change(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ReconcileClient([None])
+    result = rehearse_module(capsys, client)
+    assert [ops for ops, _ in client.submitted] == [[{**ADD[0], "dry_run": True}]]
+    assert result["changed"] is True and not result.get("failed")
+
+
+def test_check_mode_refuses_a_create_the_master_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ReconcileClient([None])
+    client.job_status = "error"
+    result = rehearse_module(capsys, client)
+    assert result["failed"] is True and "n1 unreachable" in result["msg"]
+
+
+def test_the_rehearsed_ops_are_the_engines_dry_runnable_ones() -> None:
+    from herd.ops.base import registry
+
+    engine = {
+        op_id for op_id, cls in registry().items() if any(p.name == "dry_run" for p in cls.PARAMS)
+    }
+    assert engine >= DRY_RUN_OPS
+    # The rest are ops no module plans through reconcile (their modules dry-run themselves).
+    assert engine - DRY_RUN_OPS == {"instance.export", "node.evacuate"}
+
+
+def test_priority_and_reason_reach_the_job_with_the_awx_job_that_ran_the_task(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOB_ID", "917")
+    monkeypatch.setenv("AWX_HOST", "https://awx.example.com")
+    client = RecordingClient()
+    run_module(capsys, client, priority=-10, reason="ticket OPS-1234")
+    ((_, trail),) = client.submitted
+    assert client.priorities == [-10]
+    assert [entry[:2] for entry in trail] == [
+        ["ansible:herd.cluster.node", "drain n1"],
+        ["awx:job", "AWX job 917"],
+        ["user", "ticket OPS-1234"],
+    ]
+
+
+def test_outside_awx_the_trail_names_only_the_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOB_ID", raising=False)
+    client = RecordingClient()
+    run_module(capsys, client)
+    ((_, trail),) = client.submitted
+    assert [entry[0] for entry in trail] == ["ansible:herd.cluster.node"]
+    assert client.priorities == [0]

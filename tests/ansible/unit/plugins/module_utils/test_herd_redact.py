@@ -49,7 +49,7 @@ class LeakyClient:
     def request(self, method: str, path: str, params: Any = None) -> Any:
         return {"items": [INSTANCE]}
 
-    def submit(self, ops: list[dict[str, Any]], reason: list[list[Any]]) -> int:
+    def submit(self, ops: list[dict[str, Any]], reason: list[list[Any]], priority: int = 0) -> int:
         return 7
 
     def wait(self, job_id: int, timeout: float, on_log: Any) -> dict[str, Any]:

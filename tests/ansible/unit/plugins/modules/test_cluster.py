@@ -26,7 +26,26 @@ CLUSTER = {
 
 
 def params(**given: Any) -> dict[str, Any]:
-    return {**dict.fromkeys(INIT_FIELDS + MODIFY_FIELDS), "name": "c1", "state": "present", **given}
+    return {
+        **dict.fromkeys((*INIT_FIELDS, *MODIFY_FIELDS, "domain_secret")),
+        "name": "c1",
+        "state": "present",
+        **given,
+    }
+
+
+SECRET = "ab" * 32
+
+
+def test_the_domain_secret_reaches_init_and_a_differing_one_modify_never_the_diff() -> None:
+    ops, diff = plan(None, params(master_node="n1", domain_secret=SECRET))
+    assert ops[0]["domain_secret"] == SECRET
+    assert SECRET not in str(diff)
+    # The cluster's own secret (the master's dry run said so): nothing to do.
+    assert plan(CLUSTER, params(domain_secret=SECRET), secret_differs=False) == ([], {})
+    ops, diff = plan(CLUSTER, params(domain_secret=SECRET), secret_differs=True)
+    assert ops == [{"op": "cluster.modify", "domain_secret": SECRET}]
+    assert SECRET not in str(diff) and set(diff["after"]) == {"domain_secret"}
 
 
 def test_init_requires_master_node_and_sends_declared_params() -> None:

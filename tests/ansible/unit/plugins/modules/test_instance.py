@@ -142,6 +142,14 @@ def test_matching_instance_needs_nothing() -> None:
     assert plan(WEB1, same) == ([], {})
 
 
+def test_os_parameters_compare_as_the_text_the_master_stores() -> None:
+    # The master keeps OSP_* values as text: a YAML 8 or true must not be a change forever.
+    stored = {**WEB1, "osparams": {"size": "small", "count": "8", "fast": "true"}}
+    assert plan(stored, params(osparams={"count": 8, "fast": True})) == ([], {})
+    ops, _ = plan(stored, params(osparams={"count": 9}))
+    assert ops[0]["osparams"] == {"size": "small", "count": "9", "fast": "true"}
+
+
 def test_changes_go_into_one_modify_and_the_diff_names_exactly_them() -> None:
     ops, diff = plan(WEB1, params(memory=96, tags=["prod", "web"], vcpus=None))
     assert ops == [{"op": "instance.modify", "name": "web1", "memory": 96, "tags": ["prod", "web"]}]
