@@ -169,7 +169,7 @@ def test_duplicate_and_bad_creates_leave_nothing(cluster: Any) -> None:
         os="herd-image+tiny",
         hvparams={"vnc": True},
     )
-    assert err.details["field"] == "hvparams.vnc"
+    assert err.details["field"] == "ops[0].hvparams.vnc"  # refused at submit
     err = fails_cleanly(
         running,
         ValidationError,
