@@ -367,7 +367,8 @@ def main() -> int:
         drbd_story()
     print(
         f"\nDemo finished in {time.monotonic() - started:.0f} s. The clusters keep running:"
-        f"\n  ansible-playbook -i {alpha} playbooks/site.yml --check --diff"
+        f"\n  ANSIBLE_COLLECTIONS_PATH={DEMO / 'collections'} \\"
+        f"\n    ansible-playbook -i {alpha} playbooks/site.yml --check --diff"
         f"\n  HERD_SOCKET={socket('alpha')} herd instance list"
         f"\n  HERD_SOCKET={socket('beta')} herd instance list"
         "\nRemove everything with: bash scripts/demo.sh down"

@@ -21,6 +21,7 @@ import ssl
 import stat
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -39,6 +40,7 @@ from herd.errors import (
     RateLimitedError,
     ValidationError,
 )
+from herd.redact import cut_key_material
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +179,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, result)
         except HerdError as exc:
             self._send(exc.http_status, {"error": exc.to_dict()})
-        except Exception as exc:
-            log.exception("API %s %s failed", method, self.path)
-            self._send(500, {"error": HerdError(f"internal error: {exc!r}").to_dict()})
+        except Exception as exc:  # noqa: BLE001 - a handler bug is a 500, logged scrubbed
+            # No job to scrub against here: at least no key material quoted in the error
+            # (a handler that failed on a dump, say) reaches the log or the caller.
+            trace = cut_key_material(traceback.format_exc())
+            log.error("API %s %s failed\n%s", method, parts.path, trace)
+            message = cut_key_material(f"internal error: {exc!r}")
+            self._send(500, {"error": HerdError(message).to_dict()})
 
     def _read_body(self) -> Any:
         raw_length = self.headers.get("Content-Length") or "0"

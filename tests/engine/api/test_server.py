@@ -27,10 +27,14 @@ def server(tmp_path: Path) -> Iterator[UnixAPIServer]:
     def boom(query: dict[str, str], body: Any) -> Any:
         raise RuntimeError("kaboom")
 
+    def leak(query: dict[str, str], body: Any) -> Any:
+        raise ValueError(f"cannot parse {KEY}")
+
     def conflict(query: dict[str, str], body: Any) -> Any:
         raise ConflictError("busy", thing="x")
 
     r.add("GET", "/v1/boom", boom)
+    r.add("GET", "/v1/leak", leak)
     r.add("GET", "/v1/conflict", conflict)
     srv = UnixAPIServer(tmp_path / "api.sock", r)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
@@ -138,6 +142,22 @@ def test_a_handler_bug_is_a_500_and_the_server_lives_on(server: UnixAPIServer) -
     assert answers[0][0] == 500
     assert "kaboom" in answers[0][1]["error"]["message"]
     assert answers[1] == (200, {"id": 3})
+
+
+KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    "-----END OPENSSH PRIVATE KEY-----"
+)
+
+
+def test_a_handler_bug_quoting_a_key_shows_it_neither_to_the_caller_nor_in_the_log(
+    server: UnixAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="herd.api.server"):
+        ((status, doc),) = exchange(server.path, get("/v1/leak"))
+    assert status == 500 and "cannot parse" in doc["error"]["message"]
+    assert "b3BlbnNzaC1rZXktdjEAAAAA" not in json.dumps(doc) + caplog.text
+    assert "ValueError" in caplog.text
 
 
 def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
