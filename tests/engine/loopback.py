@@ -24,9 +24,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from herd import faults
 from herd.config import Cluster, Instance, Node, NodeGroup, SQLiteStore
 from herd.crypto.ca import ClusterCA
 from herd.errors import HerdError, NodeError
@@ -36,13 +35,14 @@ from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
 from herd.locking import LockManager
 from herd.master.daemon import sync_locks
+from herd.master.services import MasterServices
 from herd.node.actions import load_all
 from herd.node.actions.registry import NodeContext
 from herd.node.agent import handle
 from herd.ops.base import Op, OpContext
 from herd.ops.undo import MemoryJournal
 from herd.rpc.protocol import CallResult, result_of
-from herd.rpc.services import Reachable, Services
+from herd.rpc.ssh import NodeAddress
 from tests.engine.harness import PATIENCE
 from tests.engine.node.conftest import kill_guests
 
@@ -58,7 +58,7 @@ def _wire(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(kw_only=True)
-class LoopbackServices(Services):
+class LoopbackServices(MasterServices):
     """Node services whose nodes are directories under ``nodes_dir``.
 
     Keys and the crypto dir are the real ones under ``state_dir``; only reaching a
@@ -88,37 +88,10 @@ class LoopbackServices(Services):
         self.offline.clear()
         self._failing.clear()
 
-    def rpc(self) -> NoReturn:
-        raise AssertionError("loopback services never open SSH sessions")
-
-    def call(
-        self,
-        node: Reachable,
-        action: str,
-        args: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        answer = self._call(node, action, args)
-        faults.point(f"rpc:{action}:done")
-        return answer
-
-    def call_many(
-        self,
-        nodes: Sequence[Reachable],
-        action: str,
-        args: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, CallResult]:
-        """One node after the other (their agents share this process), each node's
-        error in its own result, as the pooled client gives them."""
-        answers = {}
-        for node in nodes:
-            try:
-                answers[node.name] = CallResult(node.name, result=self._call(node, action, args))
-            except HerdError as exc:
-                answers[node.name] = CallResult(node.name, error=exc)
-        faults.point(f"rpc:{action}:done")
-        return answers
+    def rpc(self) -> Any:
+        """The client the master's ``call``/``call_many`` go through (so their fault
+        points and secret scrub run as on the master), answering from the agents here."""
+        return _LoopbackClient(self)
 
     def reset_rpc(self) -> None:
         """Nothing is pooled."""
@@ -132,16 +105,15 @@ class LoopbackServices(Services):
             for root in self.nodes_dir.iterdir():
                 kill_guests(root)
 
-    def _call(self, node: Reachable, action: str, args: dict[str, Any] | None) -> dict[str, Any]:
+    def _call(self, node: NodeAddress, action: str, args: dict[str, Any] | None) -> dict[str, Any]:
         """What ``herd.rpc.client.NodeClient.call`` does, the session replaced by the
         agent's handler: a dead node is a NodeError naming it, the action never sent."""
         self.calls.append((node.name, action))
         if node.name in self.offline:
             raise NodeError(
-                f"node {node.name} ({node.primary_ip}): call {action} failed: "
-                "node offline (loopback)",
+                f"node {node.name} ({node.host}): call {action} failed: node offline (loopback)",
                 node=node.name,
-                address=node.primary_ip,
+                address=node.host,
                 stderr="",
             )
         request = _wire({"id": next(self._ids), "action": action, "args": args or {}})
@@ -151,6 +123,38 @@ class LoopbackServices(Services):
         else:
             answer = handle(NodeContext(self.root(node.name)), request)
         return result_of(_wire(answer), node.name)
+
+
+@dataclass
+class _LoopbackClient:
+    """The part of ``NodeClient`` the services use, with sessions replaced by agents in
+    this process."""
+
+    services: LoopbackServices
+
+    def call(
+        self, node: NodeAddress, action: str, args: dict[str, Any] | None, timeout: float | None
+    ) -> dict[str, Any]:
+        return self.services._call(node, action, args)
+
+    def call_many(
+        self,
+        nodes: Sequence[NodeAddress],
+        action: str,
+        args: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> dict[str, CallResult]:
+        """One node after the other (their agents share this process), each node's
+        error in its own result, as the pooled client gives them."""
+        answers = {}
+        for node in nodes:
+            try:
+                answers[node.name] = CallResult(
+                    node.name, result=self.services._call(node, action, args)
+                )
+            except HerdError as exc:
+                answers[node.name] = CallResult(node.name, error=exc)
+        return answers
 
 
 @dataclass
