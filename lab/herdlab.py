@@ -416,13 +416,13 @@ def _teardown(name: str, root: Path, lab: Lab | None) -> None:
                 # namespace deletion is asynchronous and could collide with a new lab.
                 _run(["ip", "-n", FABRIC_NS, "link", "del", ports[ns]], check=False)
             _run(["ip", "netns", "del", ns])
-    _kill_host_processes(root / name)
+    kill_host_processes(root / name)
     shutil.rmtree(root / name, ignore_errors=True)
     if not labkit.all_states(Lab, root) and not _fabric_ports():
         _remove_fabric()
 
 
-def _kill_host_processes(lab_dir: Path) -> None:
+def kill_host_processes(lab_dir: Path) -> None:
     """TERM, then KILL, host processes run from the lab's directory: a master whose state
     and socket live there (as the lab inventory places it) would outlive its files."""
     marker = str(lab_dir).encode()

@@ -309,19 +309,6 @@ def drbd_inventory(lab: Any) -> Path:
     return path
 
 
-def stop_master(state_dir: Path) -> None:
-    """The master the master role started from ``state_dir``, which no lab directory holds."""
-    marker = f"--state-dir {state_dir}"
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "herd.cli.main" in cmd and marker in cmd:
-                os.kill(int(proc.name), 15)
-
-
 def drbd_story() -> None:
     import vmnodes
 
@@ -335,7 +322,8 @@ def drbd_story() -> None:
         playbook(inventory, str(REPO / "scripts" / "demo-drbd.yml"))
         print(herd("gamma", "cluster", "verify"))
     finally:
-        stop_master(DEMO / "gamma" / "master")
+        # The master the master role started from the demo directory, which no lab holds.
+        herdlab.kill_host_processes(DEMO / "gamma" / "master")
         vmnodes.down(f"{LABS}drbd")
 
 

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from herd.errors import ValidationError
 from herd.ops.base import registry
+from tests.ansible.unit.plugins.modules.test_node import NODE
 
 Params = dict[str, Any]
 Ops = list[dict[str, Any]]
@@ -128,19 +129,6 @@ def test_cluster_ops_pass_the_engines_checks(
     assert_ops_valid(planned(lambda: cluster.plan(current, params)))
 
 
-NODE = {
-    "name": "n2",
-    "primary_ip": "192.0.2.12",
-    "secondary_ip": "198.51.100.12",
-    "group": "5f0c-uuid",
-    "group_name": "default",
-    "master_candidate": True,
-    "drained": False,
-    "offline": False,
-    "ssh_port": 22,
-    "host_key": "ssh-ed25519 AAAAkey1 root@n2",
-    "tags": ["rack1"],
-}
 NODE_OPTIONS = options(
     {
         "state": st.sampled_from(["present", "absent"]),
