@@ -1,9 +1,10 @@
-"""The persistent job queue: submit, schedule by priority, run on a worker pool.
+"""The persistent job queue: submit, query, cancel, and every state change stored.
 
-Clients get a job id at once; workers pick the runnable job with the best (aged)
-priority whose dependencies are done and whose rate-limit labels have room. Every state
+Clients get a job id at once; which queued job a free worker takes next is the
+scheduler's decision (``herd.jobs.scheduler``), made under this queue's lock. Every state
 change is written to the job database before anyone can observe it, so a master that
-dies loses nothing it has acknowledged.
+dies loses nothing it has acknowledged, and what it left mid-flight is closed at the next
+start-up before any worker picks a job.
 """
 
 from __future__ import annotations
@@ -12,44 +13,37 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from traceback import format_exc
 from typing import Any, Protocol
 
 from herd.config.model import SECRET_KEYS
 from herd.errors import ConflictError, HerdError, NotFoundError, ValidationError
 from herd.jobs import job as J
-from herd.jobs import journal
+from herd.jobs import journal, recovery
 from herd.jobs.db import JobDB
 from herd.jobs.job import Job, OpState
+from herd.jobs.recovery import LogFn as LogFn  # re-exported: runners type finish_undo() with it
+from herd.jobs.recovery import UndoFinisher
+from herd.jobs.scheduler import AGING_SECONDS, Scheduler
 from herd.ops.base import Op, registry
 from herd.ops.params import Param
-from herd.ops.undo import UndoJournal
 from herd.redact import redact_params, scrub, secret_strings
 
 log = logging.getLogger(__name__)
 
 PRIORITY = Param("priority", int, default=J.PRIO_NORMAL, minimum=J.PRIO_MIN, maximum=J.PRIO_MAX)
 DEFAULT_MAX_RUNNING = 20
-AGING_SECONDS = 30.0
-#: Longest an idle worker sleeps before it looks at the queue again on its own.
-IDLE_RECHECK = 5.0
-
-LogFn = Callable[[str, str, "dict[str, Any] | None"], None]
 
 
-class JobRunner(Protocol):
+class JobRunner(UndoFinisher, Protocol):
     """What runs jobs for the queue (herd.jobs.runner.JobRunner)."""
 
     def __call__(self, job: Job, cancel: threading.Event, queue: JobQueue) -> None: ...
 
-    def finish_undo(self, job: Job, journal: UndoJournal, log: LogFn) -> list[str]:
-        """Run the rest of a rollback a dead master journaled; what failed."""
-        ...
-
 
 class JobQueue:
-    """Owns the job table, the worker threads and the notifications long polls wait on."""
+    """Owns the job table, the lock the scheduler is asked under and the notifications
+    long polls wait on; the worker threads it runs jobs on are the scheduler's slots."""
 
     def __init__(
         self,
@@ -61,118 +55,33 @@ class JobQueue:
     ) -> None:
         self._db = db
         self._runner = runner
-        self._aging = aging_seconds
         self._cond = threading.Condition()
-        self._queued: dict[int, Job] = {}
-        self._active: dict[int, Job] = {}
         self._status: dict[int, str] = dict(db.list_ids())
         self._cancel: dict[int, threading.Event] = {}
         self._next_id = db.next_id()
-        self._workers: dict[int, threading.Thread] = {}
         self._stopping = False
-        self._wake_at = 0.0
         stored = db.get_setting("max_running")
-        self._max_running = max_running or (int(stored) if stored else DEFAULT_MAX_RUNNING)
+        self._sched = Scheduler(
+            self._worker,
+            max_running or (int(stored) if stored else DEFAULT_MAX_RUNNING),
+            aging_seconds,
+        )
         self._ops = registry()
         self._recover()
 
     # ---- start-up and shutdown -------------------------------------------------------
 
     def _recover(self) -> None:
-        """Close what a dead master left mid-flight, before any worker starts.
-
-        A job that was only waiting for locks had changed nothing: it is queued again. A
-        job past that point is never re-run (its op may have half-acted): the rollback it
-        journaled is finished here, newest step first, and reported in its log, and the
-        job ends in error. Doing this before the first pick means no new job sees the
-        "lowest free" DRBD port or minor of a resource an orphan still holds.
-        """
-        for job in self._db.load_where_status((J.WAITING, J.RUNNING, J.CANCELING)):
-            job.log_serial = self._db.last_log_serial(job.id)
-            finished = {i for i, op in enumerate(job.ops) if op.status == J.SUCCESS}
-            journals = journal.interrupted(self._db, job.id, finished)
-            if len(finished) == len(job.ops):
-                self._close_succeeded(job)
-            elif job.status == J.WAITING and not journals:
-                self._requeue_interrupted(job)
-            else:
-                self._close_interrupted(job, journals)
+        """Close what a dead master left mid-flight (``herd.jobs.recovery``), then queue
+        every queued job, before any worker starts."""
+        for job in recovery.close_unfinished(self._db, self._runner, self._append_log_locked):
             self._status[job.id] = job.status
         for job in self._db.load_where_status((J.QUEUED,)):
-            self._queued[job.id] = job
-
-    def _requeue_interrupted(self, job: Job) -> None:
-        job.status = J.QUEUED
-        for op in job.ops:
-            if op.status == J.WAITING:
-                op.status = J.QUEUED
-        self._append_log_locked(
-            job, "master restarted while this job waited for locks: queued again", "warning"
-        )
-        self._db.save(job)
-
-    def _close_succeeded(self, job: Job) -> None:
-        """Every op's success was stored before the master died: the job did succeed, and
-        calling it failed would send a client to redo what is already done."""
-        job.status = J.SUCCESS
-        job.ended_at = time.time()
-        self._append_log_locked(
-            job,
-            "master restarted after the job's last op had succeeded: job marked success",
-            "warning",
-        )
-        self._db.save(job)
-
-    def _close_interrupted(self, job: Job, journals: list[journal.JobJournal]) -> None:
-        undone, problems = self._finish_undo(job, journals)
-        if journals:
-            log.warning(
-                "job %d, cut off by a restart: %d undo step(s) finished, %d failed",
-                job.id,
-                len(undone),
-                len(problems),
-            )
-        interrupted = job.status != J.CANCELING
-        if interrupted:
-            what = "running" if job.status == J.RUNNING else "waiting for locks"
-            rolled = f"{len(undone)} undo step(s) finished at start-up, " if undone else ""
-            details: dict[str, Any] = {"undone": undone} if undone else {}
-            if problems:
-                details["rollback_failed"] = problems
-            job.error = HerdError(
-                f"the master restarted while this job was {what}; {rolled}its locks were released",
-                **details,
-            ).to_dict()
-        job.status = J.ERROR if interrupted else J.CANCELED
-        job.ended_at = time.time()
-        for op in job.ops:
-            if op.status not in J.FINAL:
-                op.status = job.status
-                op.error = job.error
-        self._append_log_locked(job, "master restarted: job marked " + job.status, "error")
-        self._db.save(job)
-
-    def _finish_undo(
-        self, job: Job, journals: list[journal.JobJournal]
-    ) -> tuple[list[str], list[str]]:
-        """Run the journaled steps through the runner; (what was undone, what failed)."""
-        undone: list[str] = []
-        problems: list[str] = []
-
-        def job_log(message: str, kind: str, data: dict[str, Any] | None) -> None:
-            self._append_log_locked(job, f"after restart, {message}", kind, data)
-
-        for jnl in journals:
-            steps = [step.what for _, step in reversed(jnl.pending())]
-            op = job.ops[jnl.op_index].op
-            job_log(f"finishing the undo of {op}: {len(steps)} step(s)", "warning", None)
-            problems += self._runner.finish_undo(job, jnl, job_log)
-            undone += steps
-        return undone, problems
+            self._sched.add(job)
 
     def start(self) -> None:
         with self._cond:
-            self._resize_locked()
+            self._sched.resize(self._sched.max_running)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop picking jobs, ask running ones to stop at their next cancel check, wait."""
@@ -181,7 +90,7 @@ class JobQueue:
             for ev in self._cancel.values():
                 ev.set()
             self._cond.notify_all()
-            workers = list(self._workers.values())
+            workers = self._sched.workers()
         deadline = time.monotonic() + timeout
         for w in workers:
             w.join(max(0.0, deadline - time.monotonic()))
@@ -278,7 +187,7 @@ class JobQueue:
             self._db.save_many(jobs)
             self._next_id += len(jobs)
             for job in jobs:
-                self._queued[job.id] = job
+                self._sched.add(job)
                 self._status[job.id] = job.status
             self._cond.notify_all()
         return [j.id for j in jobs]
@@ -336,7 +245,7 @@ class JobQueue:
         """A copy of the job for readers, its secret parameters redacted: the queue's own
         copy of an unfinished job holds the real values its op needs."""
         with self._cond:
-            job = self._active.get(job_id) or self._queued.get(job_id)
+            job = self._sched.get(job_id)
             if job is not None:
                 job = Job.from_dict(job.to_dict())
         if job is None:
@@ -410,7 +319,7 @@ class JobQueue:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                job = self._active.get(job_id) or self._queued.get(job_id)
+                job = self._sched.get(job_id)
                 if job is None:
                     break
                 changed = known_status is not None and job.status != known_status
@@ -431,21 +340,20 @@ class JobQueue:
 
     @property
     def max_running(self) -> int:
-        return self._max_running
+        return self._sched.max_running
 
     def set_max_running(self, value: Any) -> None:
         value = Param("max_running", int, minimum=1, maximum=1000).validate(value)
         with self._cond:
-            self._max_running = value
             self._db.set_setting("max_running", str(value))
-            self._resize_locked()
+            self._sched.resize(value)
             self._cond.notify_all()
 
     # ---- cancel ------------------------------------------------------------------------
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         with self._cond:
-            job = self._queued.get(job_id) or self._active.get(job_id)
+            job = self._sched.get(job_id)
             if job is None:
                 status = self.get(job_id).status
                 raise ConflictError(
@@ -458,7 +366,7 @@ class JobQueue:
                     status=job.status,
                 )
             self._append_log_locked(job, "cancel requested", "message")
-            if self._queued.pop(job_id, None) is not None:
+            if self._sched.is_queued(job_id):
                 self._finish_locked(job, J.CANCELED, None)
             else:
                 # Picked by a worker (maybe not yet marked waiting): the runner sees the
@@ -475,7 +383,7 @@ class JobQueue:
         self, job_id: int, message: str, kind: str = "message", data: dict[str, Any] | None = None
     ) -> None:
         with self._cond:
-            job = self._active[job_id]
+            job = self._sched.active(job_id)
             self._append_log_locked(job, message, kind, data)
             self._cond.notify_all()
 
@@ -567,91 +475,50 @@ class JobQueue:
                 op.status = status if status == J.CANCELED else J.ERROR
                 op.error = op.error or error
         self._save_locked(job)
-        self._active.pop(job.id, None)
+        self._sched.forget(job.id)
         self._cancel.pop(job.id, None)
         self._cond.notify_all()
 
-    # ---- scheduling --------------------------------------------------------------------
-
-    def _resize_locked(self) -> None:
-        for slot in range(self._max_running):
-            worker = self._workers.get(slot)
-            if worker is None or not worker.is_alive():
-                t = threading.Thread(
-                    target=self._worker, args=(slot,), daemon=True, name=f"herd-worker-{slot}"
-                )
-                self._workers[slot] = t
-                t.start()
-
-    def _pick_locked(self) -> Job | None:
-        """Best aged priority first, then oldest; skips jobs blocked by deps or rate limits."""
-        now = time.time()
-        running_labels: dict[str, int] = {}
-        for active in self._active.values():
-            for label, _ in active.rate_limits():
-                running_labels[label] = running_labels.get(label, 0) + 1
-        best: tuple[int, int] | None = None
-        chosen: Job | None = None
-        self._wake_at = now + IDLE_RECHECK
-        for job in list(self._queued.values()):
-            if job.not_before is not None and job.not_before > now:
-                self._wake_at = min(self._wake_at, job.not_before)
-                continue
-            blocked, failed = self._deps_state(job)
-            if failed:
-                self._queued.pop(job.id)
-                self._active[job.id] = job
-                self._append_log_locked(job, failed, "error")
-                self._finish_locked(job, J.ERROR, HerdError(failed).to_dict())
-                continue
-            if blocked:
-                continue
-            if any(running_labels.get(label, 0) >= limit for label, limit in job.rate_limits()):
-                continue
-            key = (job.effective_priority(now, self._aging), job.id)
-            if best is None or key < best:
-                best, chosen = key, job
-        return chosen
-
-    def _deps_state(self, job: Job) -> tuple[bool, str | None]:
-        for dep_id, allowed in job.depends:
-            status = self._status.get(dep_id)
-            if status not in J.FINAL:
-                return True, None
-            if status not in allowed:
-                return False, (
-                    f"dependency job {dep_id} ended as {status}, "
-                    f"this job needed {'/'.join(allowed)}"
-                )
-        return False, None
+    # ---- workers -----------------------------------------------------------------------
 
     def _worker(self, slot: int) -> None:
-        while True:
+        """The life of the worker of ``slot``: run the jobs the scheduler picks, until
+        the slot ends."""
+        while (picked := self._next_job(slot)) is not None:
+            self._run(*picked)
+
+    def _next_job(self, slot: int) -> tuple[Job, threading.Event] | None:
+        """Wait for the scheduler to pick a job for this worker (None: the slot ends)
+        and mark it taken, with the event a cancel request sets."""
+        with self._cond:
+            while not self._sched.slot_ends(slot, self._stopping):
+                pick = self._sched.pick(self._status, time.time())
+                for job, why in pick.failed:
+                    self._append_log_locked(job, why, "error")
+                    self._finish_locked(job, J.ERROR, HerdError(why).to_dict())
+                if pick.failed:
+                    # Their ends may settle the dependencies of jobs judged before them.
+                    continue
+                if pick.job is not None:
+                    self._sched.start(pick.job)
+                    cancel = self._cancel[pick.job.id] = threading.Event()
+                    return pick.job, cancel
+                # Aging and dependency changes are re-evaluated at least this often,
+                # and a job put back for a later try is picked when its time comes.
+                self._cond.wait(max(0.0, pick.wake_at - time.time()))
+        return None
+
+    def _run(self, job: Job, cancel: threading.Event) -> None:
+        """Run ``job``; a runner bug ends the job in error instead of killing the worker."""
+        try:
+            self._runner(job, cancel, self)
+        except Exception as exc:  # noqa: BLE001 - logged below, scrubbed like the job log
+            # The master's own log is a reader too: the trace quotes what the job log does.
+            log.error("job %s: runner failed\n%s", job.id, self._scrub(job, format_exc()))
+            why = f"internal error: {exc!r}"
             with self._cond:
-                while True:
-                    if self._stopping or slot >= self._max_running:
-                        self._workers.pop(slot, None)
-                        return
-                    job = self._pick_locked()
-                    if job is not None:
-                        break
-                    # Aging and dependency changes are re-evaluated at least this often,
-                    # and a job put back for a later try is picked when its time comes.
-                    self._cond.wait(max(0.0, self._wake_at - time.time()))
-                self._queued.pop(job.id)
-                self._active[job.id] = job
-                cancel = threading.Event()
-                self._cancel[job.id] = cancel
-            try:
-                self._runner(job, cancel, self)
-            except Exception as exc:  # noqa: BLE001 - logged below, scrubbed like the job log
-                # The master's own log is a reader too: the trace quotes what the job log does.
-                log.error("job %s: runner failed\n%s", job.id, self._scrub(job, format_exc()))
-                with self._cond:
-                    self._append_log_locked(job, f"internal error: {exc!r}", "error")
-                    self._finish_locked(
-                        job, J.ERROR, HerdError(f"internal error: {exc!r}").to_dict()
-                    )
+                self._append_log_locked(job, why, "error")
+                self._finish_locked(job, J.ERROR, HerdError(why).to_dict())
 
     def finish(self, job: Job, status: str, error: dict[str, Any] | None = None) -> None:
         with self._cond:
@@ -670,9 +537,8 @@ class JobQueue:
             op.status, op.tries = J.QUEUED, op.tries + 1
             job.status, job.not_before = J.QUEUED, time.time() + delay
             self._save_locked(job)
-            self._active.pop(job.id, None)
+            self._sched.add(job)
             self._cancel.pop(job.id, None)
-            self._queued[job.id] = job
             self._cond.notify_all()
 
     def undo_journal(self, job: Job, index: int) -> journal.JobJournal:
