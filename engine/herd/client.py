@@ -8,25 +8,35 @@ over TLS to a master elsewhere, authenticated by an API token or a user and pass
 verifying the master against the cluster CA. One kept-alive connection per client object
 (not thread-safe: give each thread its own). Errors come back as the same HerdError
 subclasses the master raised.
+
+Every CLI command that reaches a master imports this module, so what only HTTPS needs
+(``ssl``, ``http.client`` and the ``email`` parser behind it, ``base64``) is imported only
+when an ``https://`` URL is used: those imports alone cost more than the rest of a
+command's start-up.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import os
 import socket
-import ssl
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 from herd.errors import HerdError, MasterUnreachableError, ValidationError
-from herd.jobs.job import FINAL
+from herd.jobs.status import FINAL
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_SOCKET = "/run/herd/master.sock"
+
+#: Longest status or header line read from the master, as http.client allows.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
 
 
 def default_socket() -> str:
@@ -36,25 +46,173 @@ def default_socket() -> str:
 def https_client_context(ca_file: str | None) -> ssl.SSLContext:
     """Verify the master (host name included) against ``ca_file``, normally the cluster CA
     from ``herd cluster ca``; without one, the system store, which will not know it."""
+    import ssl
+
     context = ssl.create_default_context(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class _Transport(Protocol):
+    """One kept-alive HTTP/1.1 connection, opened on first use and after a close."""
 
-    def connect(self) -> None:
+    timeout: float
+    #: What a dead or garbled connection raises: worth a reconnect, never a wrong answer.
+    lost: tuple[type[Exception], ...]
+
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None: ...
+
+    def receive(self) -> tuple[int, bytes]:
+        """The answer's status and body."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _UnixTransport:
+    """HTTP/1.1 on the master's Unix socket, written out rather than taken from http.client.
+
+    It needs only what the master's server speaks (api/server.py): every answer has a
+    Content-Length, and ``Connection: close`` announces the end of a connection. Anything
+    else is treated as a lost connection, so the caller's reconnect rules apply to it.
+    """
+
+    lost: tuple[type[Exception], ...] = (ConnectionError,)
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: BinaryIO | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        sock = self._sock or self._connect()
+        lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if body is not None or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + (body or b""))
+
+    def receive(self) -> tuple[int, bytes]:
+        if self._reader is None:
+            raise ConnectionResetError("no request was sent on this connection")
+        version, status = self._status_line(self._reader)
+        headers = self._headers(self._reader)
+        length = headers.get("content-length", "")
+        if not (length.isascii() and length.isdigit()):
+            raise ConnectionAbortedError(f"an answer without a byte count: {headers}")
+        payload = self._reader.read(int(length))
+        if len(payload) != int(length):
+            raise ConnectionResetError(f"the answer ended after {len(payload)} of {length} bytes")
+        if version != "HTTP/1.1" or headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._reader = None
+
+    def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self._path)
+            sock.connect(self.path)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
+        self._sock, self._reader = sock, sock.makefile("rb")
+        return sock
+
+    @staticmethod
+    def _line(reader: BinaryIO) -> str:
+        line = reader.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise ConnectionAbortedError(f"an answer line longer than {_MAX_LINE} bytes")
+        return line.decode("latin-1")
+
+    @classmethod
+    def _status_line(cls, reader: BinaryIO) -> tuple[str, int]:
+        line = cls._line(reader)
+        if not line:
+            raise ConnectionResetError("the master closed the connection without an answer")
+        version, _, rest = line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/") or not code.isdigit():
+            raise ConnectionAbortedError(f"not an HTTP status line: {line.strip()!r}")
+        return version, int(code)
+
+    @classmethod
+    def _headers(cls, reader: BinaryIO) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS):
+            line = cls._line(reader)
+            if not line:
+                raise ConnectionResetError("the answer ended inside its headers")
+            if line in ("\r\n", "\n"):
+                return headers
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        raise ConnectionAbortedError(f"an answer with more than {_MAX_HEADERS} headers")
+
+
+class _HTTPSTransport:
+    """http.client over TLS to a remote master; TLS failures say what to do about them."""
+
+    def __init__(
+        self, endpoint: str, host: str, port: int, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        import http.client
+
+        self.timeout = timeout
+        self.lost: tuple[type[Exception], ...] = (ConnectionError, http.client.HTTPException)
+        self._endpoint = endpoint
+        self._conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn.sock is not None
+
+    def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        with self._tls_errors():
+            self._conn.request(method, path, body=body, headers=headers)
+
+    def receive(self) -> tuple[int, bytes]:
+        with self._tls_errors():
+            resp = self._conn.getresponse()
+            return resp.status, resp.read()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tls_errors(self) -> Iterator[None]:
+        import ssl
+
+        try:
+            yield
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise MasterUnreachableError(
+                f"the master at {self._endpoint} is not trusted: {exc.verify_message}; "
+                "pass the cluster CA ('herd cluster ca' on the master) as --api-ca "
+                "or HERD_API_CA",
+                socket=self._endpoint,
+            ) from exc
+        except ssl.SSLError as exc:
+            self.close()
+            raise MasterUnreachableError(
+                f"TLS with the master at {self._endpoint} failed: {exc}", socket=self._endpoint
+            ) from exc
 
 
 class Client:
@@ -81,11 +239,11 @@ class Client:
         url = None if socket_path else api_url or env("HERD_API_URL") or None
         self._headers: dict[str, str] = {}
         self.socket_path: str | None = None
-        self._conn: http.client.HTTPConnection
+        self._conn: _Transport
         if url is None:
             self.socket_path = socket_path or default_socket()
             self.endpoint = self.socket_path
-            self._conn = _UnixHTTPConnection(self.socket_path, timeout)
+            self._conn = _UnixTransport(self.socket_path, timeout)
             return
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
@@ -98,13 +256,16 @@ class Client:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         elif user:
+            import base64
+
             pair = f"{user}:{password or env('HERD_API_PASSWORD') or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self._conn = http.client.HTTPSConnection(
+        self._conn = _HTTPSTransport(
+            url,
             parts.hostname,
             parts.port or 443,
-            timeout=timeout,
-            context=https_client_context(ca_file or env("HERD_API_CA")),
+            timeout,
+            https_client_context(ca_file or env("HERD_API_CA")),
         )
 
     @property
@@ -130,13 +291,12 @@ class Client:
         if data is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
-            reused = self._conn.sock is not None
+            reused = self._conn.connected
             sent = False
             try:
-                self._conn.request(method, path, body=data, headers=headers)
+                self._conn.send(method, path, data, headers)
                 sent = True
-                resp = self._conn.getresponse()
-                payload = resp.read()
+                status, payload = self._conn.receive()
                 break
             except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
                 self._conn.close()
@@ -147,19 +307,6 @@ class Client:
                     f"no herd master answers at {self.endpoint} ({exc.strerror}){hint}",
                     socket=self.endpoint,
                 ) from exc
-            except ssl.SSLCertVerificationError as exc:
-                self._conn.close()
-                raise MasterUnreachableError(
-                    f"the master at {self.endpoint} is not trusted: {exc.verify_message}; "
-                    "pass the cluster CA ('herd cluster ca' on the master) as --api-ca "
-                    "or HERD_API_CA",
-                    socket=self.endpoint,
-                ) from exc
-            except ssl.SSLError as exc:
-                self._conn.close()
-                raise MasterUnreachableError(
-                    f"TLS with the master at {self.endpoint} failed: {exc}", socket=self.endpoint
-                ) from exc
             except TimeoutError as exc:
                 self._conn.close()
                 raise MasterUnreachableError(
@@ -167,7 +314,7 @@ class Client:
                     f"within {self._conn.timeout:g} s",
                     socket=self.endpoint,
                 ) from exc
-            except (ConnectionError, http.client.HTTPException) as exc:
+            except self._conn.lost as exc:
                 self._conn.close()
                 # Only a kept-alive connection that died before the master could act on
                 # the request is worth one fresh try; a lost answer to a POST is not,
@@ -179,9 +326,9 @@ class Client:
                         socket=self.endpoint,
                     ) from exc
         doc = json.loads(payload) if payload else None
-        if resp.status >= 400:
+        if status >= 400:
             err = (doc or {}).get("error") if isinstance(doc, dict) else None
-            raise HerdError.from_dict(err or {"message": f"HTTP {resp.status}"})
+            raise HerdError.from_dict(err or {"message": f"HTTP {status}"})
         return doc
 
     def _object(

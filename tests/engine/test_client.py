@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +101,99 @@ def test_a_kept_alive_client_survives_a_master_restart(
     master_factory()
     assert c.info()["api"] == 1
     c.close()
+
+
+def test_a_socket_client_loads_neither_tls_nor_http_client(herd_master: ThreadMaster) -> None:
+    """Every CLI command pays for what this module imports; only HTTPS needs these."""
+    code = (
+        "import json, sys; from herd.client import Client;"
+        f"Client({str(herd_master.socket)!r}).info();"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    assert [m for m in loaded if m.split(".")[0] in ("ssl", "_ssl", "http", "email")] == []
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class ScriptedMaster:
+    """A Unix socket answering with canned bytes: ``script`` holds one list of answers per
+    connection, each sent once a request's head has arrived; the connection closes after
+    its last one. Counts the connections the client opened."""
+
+    def __init__(self, path: Path, script: list[list[bytes]]) -> None:
+        self.path = str(path)
+        self.connections = 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen()
+        self._listener.settimeout(60)  # a safety net: the client connects at once
+        self._thread = threading.Thread(target=self._serve, args=(script,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, script: list[list[bytes]]) -> None:
+        for answers in script:
+            conn, _ = self._listener.accept()
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader:
+                for answer in answers:
+                    while reader.readline() not in (b"\r\n", b""):
+                        pass
+                    conn.sendall(answer)
+
+    def close(self) -> None:
+        self._thread.join(60)
+        self._listener.close()
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Iterator[Callable[[list[list[bytes]]], ScriptedMaster]]:
+    started: list[ScriptedMaster] = []
+
+    def start(script: list[list[bytes]]) -> ScriptedMaster:
+        started.append(ScriptedMaster(tmp_path / "m.sock", script))
+        return started[-1]
+
+    yield start
+    for master in started:
+        master.close()
+
+
+def test_one_connection_carries_every_request(scripted: Callable[..., ScriptedMaster]) -> None:
+    master = scripted([[OK, OK, OK]])
+    with Client(master.path) as c:
+        assert [c.request("GET", "/v1/info") for _ in range(3)] == [{}, {}, {}]
+    assert master.connections == 1
+
+
+def test_connection_close_and_a_dropped_connection_are_reconnected(
+    scripted: Callable[..., ScriptedMaster],
+) -> None:
+    closing = OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    master = scripted([[closing], [OK], [OK]])
+    with Client(master.path) as c:
+        assert [c.request("GET", "/v1/info") for _ in range(3)] == [{}, {}, {}]
+    assert master.connections == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+    ],
+    ids=["nothing", "no length", "cut short", "odd length", "cut in the headers", "not http"],
+)
+def test_a_garbled_answer_is_a_lost_connection(
+    scripted: Callable[..., ScriptedMaster], answer: bytes
+) -> None:
+    master = scripted([[answer]])
+    with Client(master.path) as c, pytest.raises(MasterUnreachableError) as err:
+        c.request("GET", "/v1/info")
+    assert err.value.message.startswith(f"lost the connection to the master at {master.path}")

@@ -5,8 +5,9 @@ no dependencies, no root and no nodes, and still sees a module that would fail t
 import counts wherever it stands (module level or inside a function: a lazy import still
 runs the module), except under ``if TYPE_CHECKING:``, which never runs. An import of a
 module also runs its package's ``__init__``; that only crosses a layer for the bottom
-modules that live inside a layered package (``herd.jobs.job``, ``herd.rpc.protocol``), and
-``test_packages_of_the_bottom_import_only_the_bottom`` covers exactly that case.
+modules that live inside a layered package (``herd.jobs.job``, ``herd.jobs.status``,
+``herd.rpc.protocol``), and ``test_packages_of_the_bottom_import_only_the_bottom`` covers
+exactly that case.
 
 The rule tables come first; each exception says why it exists. Change a table only
 together with the "Layers" section of docs/design.md (a test compares the two).
@@ -58,7 +59,8 @@ SHARED_BOTTOM: dict[str, str] = {
     "herd.redact": "secret scrubbing applies to config dumps, job params and logs alike",
     "herd.crypto": "the CA, TLS and keys are used by the master and by nodes' transfers",
     "herd.rpc.protocol": "the agent's wire protocol: both ends (rpc client, node agent) share it",
-    "herd.jobs.job": "job statuses and limits: the queue, the API, the client and the CLI agree",
+    "herd.jobs.job": "the job document: the queue, the API and the job DB share it",
+    "herd.jobs.status": "job statuses and limits: the queue, the API, the client and the CLI agree",
     "herd.hvparams": "hypervisor tables as data: the master checks them, node hypervisors use them",
 }
 """Below every layer and importable by any: each is plain data or leaf code, and each may

@@ -5,9 +5,9 @@ registry, read from its cached spec (``herd.cli.opspec``); the fixed commands he
 the queue, config and daemon verbs.
 
 Scripts call the CLI in loops, so start-up time matters: modules that only some commands
-need (the API client with http and ssl, subprocess, logging, the master daemon) are
-imported inside the functions that use them, and ``--help`` or argument parsing loads
-none of them.
+need (the API client, subprocess, logging, the master daemon) are imported inside the
+functions that use them, and ``--help`` or argument parsing loads none of them; the
+client itself loads ssl and http.client only for an ``https://`` master.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def build_parser(argv: Collection[str] | None = None) -> argparse.ArgumentParser
     verb's options are added only when a word of ``argv`` names them; the others get just
     their name and help line, which is all ``--help`` and "invalid choice" need.
     """
-    parser = argparse.ArgumentParser(prog="herd", description="Ganeti-style cluster manager")
+    parser = _Parser(prog="herd", description="Ganeti-style cluster manager")
     parser.add_argument("--version", action="version", version=f"herd {__version__}")
     parser.add_argument("--socket", default=None, help="master API socket (env HERD_SOCKET)")
     parser.add_argument(
@@ -137,9 +137,10 @@ def build_parser(argv: Collection[str] | None = None) -> argparse.ArgumentParser
             continue
         cli_verb = verb.replace("_", "-")
         if sub := tree.verb(noun, f"{noun} commands", cli_verb, help_text(op.summary)):
-            add_op_arguments(sub, op.params)
+            params = op.params
+            add_op_arguments(sub, params)
             _add_job_options(sub)
-            sub.set_defaults(op_id=op.op_id, op_params=op.params)
+            sub.set_defaults(op_id=op.op_id, op_params=params)
     for noun, kind in QUERY_NOUNS.items():
         for verb, text in (("list", f"list {kind}"), ("info", f"details of {kind}")):
             if sub := tree.verb(noun, f"{noun} commands", verb, text):
@@ -147,6 +148,21 @@ def build_parser(argv: Collection[str] | None = None) -> argparse.ArgumentParser
     tree.verb("cluster", "cluster commands", "info", "cluster settings")
     tree.verb("cluster", "", "ca", "print the cluster CA certificate (PEM) to verify HTTPS with")
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, or a stand-in for a command that is not on the command line.
+
+    argparse wants a parser object for every choice of a subcommand but only ever parses
+    the one named; setting up the others (each with its ``-h`` and headings, every string
+    a translation catalogue lookup) was most of the time spent building the tree. A
+    stand-in skips that set-up: it only fills a slot in the choices, and only commands
+    whose word is absent from ``argv`` get one.
+    """
+
+    def __init__(self, *args: Any, stand_in: bool = False, **kwargs: Any) -> None:
+        if not stand_in:
+            super().__init__(*args, **kwargs)
 
 
 class _Tree:
@@ -162,8 +178,7 @@ class _Tree:
 
     def command(self, noun: str, text: str) -> argparse.ArgumentParser | None:
         """A noun with no verbs; its parser if its options are wanted."""
-        sub = self.nouns.add_parser(noun, help=text)
-        return sub if self.wanted(noun) else None
+        return self._choice(self.nouns, noun, text)
 
     def verb(
         self, noun: str, noun_help: str, verb: str, text: str
@@ -173,15 +188,23 @@ class _Tree:
         ``noun_help`` counts where the noun first appears; later calls may pass "".
         """
         if noun not in self.verbs:
-            verbs = self.nouns.add_parser(noun, help=noun_help).add_subparsers(
-                dest="verb", required=True
+            sub = self._choice(self.nouns, noun, noun_help)
+            self.verbs[noun] = (
+                None if sub is None else sub.add_subparsers(dest="verb", required=True)
             )
-            self.verbs[noun] = verbs if self.wanted(noun) else None
         verbs = self.verbs[noun]
         if verbs is None:
             return None
-        sub = verbs.add_parser(verb, help=text)
-        return sub if self.wanted(verb) else None
+        return self._choice(verbs, verb, text)
+
+    def _choice(self, choices: Any, word: str, text: str) -> argparse.ArgumentParser | None:
+        """Add the command ``word`` to ``choices``: its parser if wanted, else a stand-in
+        and None."""
+        if not self.wanted(word):
+            choices.add_parser(word, help=text, stand_in=True)
+            return None
+        parser: argparse.ArgumentParser = choices.add_parser(word, help=text)
+        return parser
 
 
 def _add_master_options(master: argparse.ArgumentParser) -> None:

@@ -39,9 +39,19 @@ class ParamSpec(NamedTuple):
 
 
 class OpSpec(NamedTuple):
+    """One op as the file has it; its parameters are read only when asked for, because a
+    command line needs those of the one op it names (a few hundred in all otherwise)."""
+
     op_id: str
     summary: str
-    params: tuple[ParamSpec, ...]
+    raw_params: tuple[dict[str, Any], ...]
+
+    @property
+    def params(self) -> tuple[ParamSpec, ...]:
+        return tuple(
+            ParamSpec(**(p | {"choices": None if p["choices"] is None else tuple(p["choices"])}))
+            for p in self.raw_params
+        )
 
 
 def build_spec() -> list[dict[str, Any]]:
@@ -84,19 +94,7 @@ def write_spec(path: str = SPEC_PATH) -> None:
 def load_spec(path: str = SPEC_PATH) -> list[OpSpec]:
     with open(path, encoding="utf-8") as fh:
         raw = json.load(fh)
-    return [
-        OpSpec(
-            op["op_id"],
-            op["summary"],
-            tuple(
-                ParamSpec(
-                    **(p | {"choices": None if p["choices"] is None else tuple(p["choices"])})
-                )
-                for p in op["params"]
-            ),
-        )
-        for op in raw
-    ]
+    return [OpSpec(op["op_id"], op["summary"], tuple(op["params"])) for op in raw]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,22 +7,46 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-QUEUED = "queued"
-WAITING = "waiting"
-RUNNING = "running"
-SUCCESS = "success"
-ERROR = "error"
-CANCELING = "canceling"
-CANCELED = "canceled"
+from herd.jobs.status import (
+    CANCELABLE,
+    CANCELED,
+    CANCELING,
+    ERROR,
+    FINAL,
+    PRIO_HIGH,
+    PRIO_LOW,
+    PRIO_MAX,
+    PRIO_MIN,
+    PRIO_NORMAL,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCESS,
+    UNFINISHED,
+    WAITING,
+)
 
-STATUSES = (QUEUED, WAITING, RUNNING, SUCCESS, ERROR, CANCELING, CANCELED)
-FINAL = frozenset({SUCCESS, ERROR, CANCELED})
-#: The job-list filter for every status not in FINAL.
-UNFINISHED = "unfinished"
-CANCELABLE = frozenset({QUEUED, WAITING})
-
-PRIO_HIGH, PRIO_NORMAL, PRIO_LOW = -10, 0, 10
-PRIO_MIN, PRIO_MAX = -20, 19
+#: The statuses and limits are re-exported: the queue, the API and tests use them from here.
+__all__ = [
+    "CANCELABLE",
+    "CANCELED",
+    "CANCELING",
+    "ERROR",
+    "FINAL",
+    "PRIO_HIGH",
+    "PRIO_LOW",
+    "PRIO_MAX",
+    "PRIO_MIN",
+    "PRIO_NORMAL",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "SUCCESS",
+    "UNFINISHED",
+    "WAITING",
+    "Job",
+    "OpState",
+]
 
 _RATE_LIMIT = re.compile(r"^rate-limit:(\d+):(.+)$")
 

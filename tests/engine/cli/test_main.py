@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from herd.cli.main import main
+from herd.cli.main import build_parser, main
 from tests.engine.harness import ThreadMaster
 
 
@@ -145,3 +146,36 @@ def test_broken_pipe_is_quiet(herd_master: ThreadMaster) -> None:
     assert first == b"{\n"
     assert cli.stderr == b""
     assert cli.returncode == 141
+
+
+def test_a_job_command_sets_up_only_the_parsers_it_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other commands are stand-ins: setting up ~15 parsers (their translated strings
+    looked up one by one) cost more start-up than the job's round trip."""
+    built: list[str] = []
+    set_up = argparse.ArgumentParser.__init__
+
+    def counted(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        built.append(str(kwargs.get("prog")))
+        set_up(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(argparse.ArgumentParser, "__init__", counted)
+    args = build_parser(["debug", "delay", "0"]).parse_args(["debug", "delay", "0"])
+    assert (args.noun, args.verb, args.duration) == ("debug", "delay", "0")
+    assert built == ["herd", "herd debug", "herd debug delay"]
+
+
+def test_a_job_command_loads_no_tls_http_client_or_dataclasses(herd_master: ThreadMaster) -> None:
+    """What only HTTPS (ssl, http.client and its email parser) or the master needs stays
+    out of a local command's start-up."""
+    code = (
+        "import json, sys; from herd.cli.main import main;"
+        f"main(['--socket', {str(herd_master.socket)!r}, 'debug', 'delay', '0']);"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "slept: 0.0" in out.stdout
+    loaded = json.loads(out.stderr.splitlines()[-1])
+    heavy = ("ssl", "_ssl", "http", "email", "dataclasses", "inspect")
+    assert [m for m in loaded if m.split(".")[0] in heavy] == []
