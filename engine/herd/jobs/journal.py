@@ -4,6 +4,8 @@ A step is committed (and synced: the job database runs with ``synchronous=FULL``
 :meth:`JobJournal.add` returns, and the op only then goes on to do what the step undoes.
 So whatever a master killed mid-op had made, its journal names it, and the next master
 finishes the rollback at start-up (see ``JobQueue._recover``) with no closure needed.
+A row holds no secret (a DRBD disk's is redacted, see :meth:`UndoStep.args_json`): the
+handler gets it back from the config when the step runs.
 """
 
 from __future__ import annotations

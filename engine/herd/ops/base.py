@@ -20,7 +20,7 @@ from herd.config.store import Store
 from herd.crypto.secrets import ReplayCache
 from herd.errors import CanceledError, HerdError
 from herd.ops.params import Param, validate_params
-from herd.ops.undo import MemoryJournal, UndoJournal, UndoStep, handler
+from herd.ops.undo import MemoryJournal, UndoJournal, UndoStep, handler, with_secrets
 from herd.rpc.protocol import CallResult
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class OpContext:
         for step_id, step in reversed(self.journal.pending()):
             self.log(f"rollback: {step.what}")
             try:
-                handler(step.kind)(self, step.args)
+                handler(step.kind)(self, with_secrets(self.store, step.args))
             except Exception as exc:  # noqa: BLE001 - a failing undo must not stop the others
                 problems.append(f"{step.what}: {exc}")
                 self.log(f"rollback step failed: {step.what}: {exc}", "error")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herd.config import SQLiteStore
+from herd.config.model import Cluster, Disk, Instance, Node, NodeGroup
 from herd.jobs import job as J
 from herd.jobs.db import JobDB
 from herd.jobs.job import Job, OpState
@@ -19,8 +20,11 @@ from herd.jobs.queue import JobQueue
 from herd.jobs.runner import JobRunner
 from herd.locking import LockManager
 from herd.master.daemon import sync_locks
+from herd.node.storage.drbd_config import DrbdResource
+from herd.ops import drbd
 from herd.ops.base import OpContext
 from herd.ops.undo import undo_handler
+from herd.rpc.client import CallResult
 from tests.engine.harness import add_nodes, poll
 
 #: What the test handlers did, in order: (kind, label).
@@ -217,3 +221,124 @@ def test_restart_after_the_last_op_succeeded_ends_the_job_in_success(tmp_path: P
     assert CALLS == []
     assert stored_rows(tmp_path / "jobs.db") == []
     assert "job marked success" in doc["log"][-1]["message"]
+
+
+# ---- secrets stay out of the journal ---------------------------------------------------
+
+HEALTHY = {"connected": True, "cstate": "Connected", "done": True, "changed": True, "path": "/x"}
+
+
+class ScriptedNodes:
+    """Node answers that always succeed; the call ``die_on`` (action, node) is where the
+    master dies, after ``seen`` took what another process would read from jobs.db."""
+
+    def __init__(self, db_path: Path, die_on: tuple[str, str] | None = None) -> None:
+        self.db_path, self.die_on = db_path, die_on
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.seen: list[str] = []
+
+    def call(self, node: Node, action: str, args: dict[str, Any], timeout: float = 0) -> Any:
+        self.calls.append((node.name, action, args))
+        with sqlite3.connect(self.db_path) as conn:
+            self.seen += [a for (a,) in conn.execute("SELECT args FROM undo_steps")]
+        if self.die_on == (action, node.name):
+            raise Died
+        return HEALTHY
+
+    def call_many(
+        self, nodes: list[Node], action: str, args: dict[str, Any], timeout: float = 0
+    ) -> dict[str, CallResult]:
+        return {n.name: CallResult(n.name, self.call(n, action, args)) for n in nodes}
+
+    def disks(self, action: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(node, args["disk"]) for node, a, args in self.calls if a == action]
+
+
+@pytest.fixture
+def drbd_store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "config.db")
+    group = NodeGroup(name="default")
+    with store.transaction() as txn:
+        txn.add(Cluster(name="c", drbd_port_range=(11000, 11009)))
+        txn.add(group)
+        for i in (1, 2):
+            txn.add(Node(name=f"n{i}", primary_ip=f"10.0.0.{i}", group=group.uuid))
+    return store
+
+
+def new_drbd_instance(ctx: OpContext, n1: Node, n2: Node) -> Instance:
+    disk = Disk(name="disk0", size_mib=64, template="drbd", nodes=[n1.uuid, n2.uuid])
+    inst = Instance(
+        name="app",
+        disk_template="drbd",
+        primary_node=n1.uuid,
+        secondary_nodes=[n2.uuid],
+        disks=[disk],
+    )
+    drbd.assign_params(ctx, inst, n1, n2, table=drbd.Reservations())
+    return inst
+
+
+def node_accepts(disk: dict[str, Any]) -> bool:
+    """Whether the node's own parser takes the disk (its secret must look like one)."""
+    return bool(DrbdResource.from_params(f"herd-{disk['uuid']}", disk["params"], "herd"))
+
+
+def test_a_drbd_create_journals_no_secret_and_a_restart_still_removes_it(
+    tmp_path: Path, drbd_store: SQLiteStore
+) -> None:
+    """Found in review: every undo step naming a DRBD disk stored its shared secret in
+    jobs.db until the op ended (or for good, with a master killed mid-op)."""
+    db = JobDB(tmp_path / "jobs.db")
+    nodes = ScriptedNodes(tmp_path / "jobs.db", die_on=("drbd_primary", "n1"))
+    ctx = context(JobJournal(db, 1, 0), drbd_store, nodes)
+    n1, n2 = drbd_store.get("node", "n1"), drbd_store.get("node", "n2")
+    inst = new_drbd_instance(ctx, n1, n2)
+    secret = inst.disks[0].params["secret"]
+    with pytest.raises(Died):
+        drbd.create(ctx, inst, n1, n2, skip_sync=False)
+    db.close()
+    assert nodes.disks("disk_create")[0][1]["params"]["secret"] == secret
+    assert len(set(nodes.seen)) == 3 and not [row for row in nodes.seen if secret in row]
+
+    restarted = ScriptedNodes(tmp_path / "jobs.db")
+    second = JobDB(tmp_path / "jobs.db")
+    assert context(JobJournal(second, 1, 0), drbd_store, restarted).run_undo() == []
+    assert [(n, a) for n, a, _ in restarted.calls] == [
+        ("n1", "drbd_secondary"), ("n2", "disk_remove"), ("n1", "disk_remove"),
+    ]  # fmt: skip
+    assert all(node_accepts(args["disk"]) for _, _, args in restarted.calls)
+    assert stored_rows(tmp_path / "jobs.db") == []
+    second.close()
+
+
+def test_a_restart_undoes_a_migration_with_the_secret_from_the_config(
+    tmp_path: Path, drbd_store: SQLiteStore
+) -> None:
+    """Forbidding two primaries rewrites the node's resource file: its undo needs the
+    real secret, which the journal does not hold and the config does."""
+    db = JobDB(tmp_path / "jobs.db")
+    nodes = ScriptedNodes(tmp_path / "jobs.db", die_on=("drbd_primary", "n2"))
+    ctx = context(JobJournal(db, 1, 0), drbd_store, nodes)
+    n1, n2 = drbd_store.get("node", "n1"), drbd_store.get("node", "n2")
+    inst = new_drbd_instance(ctx, n1, n2)
+    with drbd_store.transaction() as txn:
+        txn.add(inst)
+    secret = inst.disks[0].params["secret"]
+    with pytest.raises(Died):
+        drbd.migration_prepare(ctx, inst, n1, n2)
+    db.close()
+    assert nodes.seen and not [row for row in nodes.seen if secret in row]
+
+    restarted = ScriptedNodes(tmp_path / "jobs.db")
+    second = JobDB(tmp_path / "jobs.db")
+    assert context(JobJournal(second, 1, 0), drbd_store, restarted).run_undo() == []
+    assert [(n, a, args.get("enabled")) for n, a, args in restarted.calls] == [
+        ("n2", "drbd_secondary", None),
+        ("n1", "drbd_allow_dual_primary", False),
+        ("n2", "drbd_allow_dual_primary", False),
+    ]
+    assert {d["params"]["secret"] for _, d in restarted.disks("drbd_allow_dual_primary")} == {
+        secret
+    }
+    second.close()

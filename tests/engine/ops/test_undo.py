@@ -9,6 +9,8 @@ in tests/engine/master.
 from __future__ import annotations
 
 import ast
+import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from herd.locking import LockManager
 from herd.ops import drbd
 from herd.ops.base import OpContext
 from herd.ops.instance_common import disk_arg, undo_disk_create
-from herd.ops.undo import MemoryJournal, UndoStep, handler, instance_arg
+from herd.ops.undo import MemoryJournal, UndoStep, handler, instance_arg, with_secrets
+from herd.redact import REDACTED
 from tests.engine.harness import add_nodes
 from tests.engine.loopback import LoopbackServices
 
@@ -207,3 +210,37 @@ def test_an_init_or_join_the_config_holds_is_kept(store: Any, tmp_path: Path) ->
         txn.delete(txn.get("cluster", "c1"))
     handler("cluster.remove_crypto")(context(store, services), {})
     assert not crypto.exists()
+
+
+def test_a_step_is_kept_without_its_secret_and_gets_it_back_from_the_config(
+    store: Any,
+) -> None:
+    """The journal keeps no DRBD secret; a handler gets the config's for the same disk
+    (same uuid and port), nested steps included, and a random one for a disk the config
+    does not hold that way (a move's new copy: same uuid, another port)."""
+    n1, n2 = store.get("node", "n1"), store.get("node", "n2")
+    inst = new_instance(store, "drbd", [n1, n2])
+    inst.disks[0].params["secret"] = "config-held-secret"
+    with store.transaction() as txn:
+        txn.add(inst)
+    moved = Instance.from_dict(inst.to_dict())
+    moved.disks[0].params["port"] = 11005
+    arg = disk_arg(inst, 0, inst.disks[0])
+    ctx = context(store, None)
+    ctx.undo(
+        "reconnect",
+        "drbd.reconnect_old",
+        instance=instance_arg(inst),
+        moved=instance_arg(moved),
+        rollback=[{"kind": "disk.remove", "args": {"disk": arg}}],
+    )
+    ((_, step),) = ctx.journal.pending()
+    assert "config-held-secret" not in step.args_json() + json.dumps(step.args)
+
+    args = with_secrets(store, step.args)
+    secret_of = Instance.from_dict(args["instance"]).disks[0].params["secret"]
+    assert secret_of == args["rollback"][0]["args"]["disk"]["params"]["secret"]
+    assert secret_of == "config-held-secret"
+    fresh = Instance.from_dict(args["moved"]).disks[0].params["secret"]
+    assert fresh not in ("config-held-secret", REDACTED)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", fresh)

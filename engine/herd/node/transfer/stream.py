@@ -42,7 +42,7 @@ import queue
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from herd.errors import HerdError, TransferError
 from herd.node.transfer.codecs import Codec, get_codec
 from herd.node.transfer.extents import Extent, data_extents, device_size
 from herd.node.transfer.progress import Progress, TokenBucket
+from herd.redact import scrub_error
 
 MAGIC = b"HERDXF\x00\x01"
 CHUNK = 256 * 1024
@@ -494,10 +495,12 @@ def import_disk(
     return result
 
 
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, HerdError):
-        return exc.to_dict()
-    return TransferError(f"{type(exc).__name__}: {exc}").to_dict()
+def error_dict(exc: BaseException, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """``exc`` as a status file, the peer and the worker's log get it, scrubbed as
+    everything else is (see :mod:`herd.redact`): all of them end up in node and job logs,
+    and a TLS or I/O error may quote a key or a secret argument."""
+    error = exc if isinstance(exc, HerdError) else TransferError(f"{type(exc).__name__}: {exc}")
+    return scrub_error(error, frozenset(), secrets).to_dict()
 
 
 def _finish_failed(progress: Progress, exc: BaseException) -> None:

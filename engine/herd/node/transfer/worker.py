@@ -41,6 +41,7 @@ from herd.node.transfer import net
 from herd.node.transfer.codecs import get_codec
 from herd.node.transfer.progress import Progress
 from herd.node.transfer.stream import Result, error_dict, export_disk, import_disk, send_stream
+from herd.redact import cut_key_material
 
 ROLES = ("receive", "send")
 FILE_ROLES = ("export", "import", "digest")
@@ -223,10 +224,14 @@ def list_ends(root: Path) -> list[dict[str, Any]]:
 
 
 def _log_tail(directory: Path) -> str:
+    """The end of worker.log for an error sent to the master, scrubbed once more: the log
+    also holds what the worker did not write itself (the interpreter's own messages),
+    and the key those might quote is gone by now: only its armour still finds it."""
     try:
-        return (directory / "worker.log").read_text(errors="replace")[-500:]
+        tail = (directory / "worker.log").read_text(errors="replace")[-500:]
     except FileNotFoundError:
         return ""
+    return cut_key_material(tail)
 
 
 def abort(directory: Path) -> bool:
@@ -300,26 +305,43 @@ def _discard(data: bytes) -> None:
 
 
 def _run(directory: Path) -> int:
-    request = read_json(directory / "request.json")
-    if request is None:
-        raise TransferError(f"no request in {directory}")
-    progress = Progress(
-        request["role"],
-        status_path=directory / "status.json",
-        extra={"transfer_id": request["transfer_id"], "compression": request["compression"]},
-    )
-    progress.publish()
+    """Run the end; every failure, even before the status file exists, is reported once,
+    scrubbed, rather than left to Python's traceback on stderr (that is worker.log)."""
+    secrets = _known_secrets(directory)
+    progress: Progress | None = None
     try:
+        request = read_json(directory / "request.json")
+        if request is None:
+            raise TransferError(f"no request in {directory}")
+        progress = Progress(
+            request["role"],
+            status_path=directory / "status.json",
+            extra={"transfer_id": request["transfer_id"], "compression": request["compression"]},
+        )
+        progress.publish()
         if request["role"] in FILE_ROLES:
             result = _run_file(request, progress)
         else:
             result = _run_net(directory, request, progress)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the status file
-        progress.finish("failed", error=error_dict(exc))
-        print(f"transfer failed: {exc!r}", file=sys.stderr)
+        error = error_dict(exc, secrets)
+        if progress is not None:
+            progress.finish("failed", error=error)
+        print(f"transfer failed: {error['message']}", file=sys.stderr)
         return 1
     progress.finish("done", digest=result.digest)
     return 0
+
+
+def _known_secrets(directory: Path) -> list[str]:
+    """This end's private key, read before TLS takes it (the file goes then), whole and
+    line by line: a library that cannot parse a key may quote a line without the PEM
+    armour that :func:`herd.redact.cut_key_material` recognises."""
+    try:
+        text = (directory / "key.pem").read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [text, *(line.strip() for line in text.splitlines() if "-----" not in line)]
 
 
 def _run_net(directory: Path, request: dict[str, Any], progress: Progress) -> Result:

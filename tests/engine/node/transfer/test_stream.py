@@ -197,3 +197,19 @@ def test_destination_grows_to_capacity(tmp_path: Path, image: tuple[Path, bytes]
     export_disk(src, tmp_path / "s", "lz4")
     import_disk(tmp_path / "s", tmp_path / "d", "lz4", capacity=40 * MIB)
     assert (tmp_path / "d").read_bytes() == content + bytes(8 * MIB)
+
+
+def test_an_error_as_published_carries_no_key_material() -> None:
+    """Ends publish a failure before the worker does (a receiver, before its connection
+    drops): that copy, and the one sent to the peer, are scrubbed the same way."""
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    error = stream.error_dict(OSError(f"write failed near {pem}"), ["argument-secret-1"])
+    assert error["message"] == (
+        "OSError: write failed near -----BEGIN PRIVATE KEY-----<redacted>-----END PRIVATE KEY-----"
+    )
+    herd_error = TransferError("peer sent argument-secret-1", stderr="argument-secret-1 again")
+    assert stream.error_dict(herd_error, ["argument-secret-1"]) == {
+        "type": "TransferError",
+        "message": "peer sent <redacted>",
+        "details": {"stderr": "<redacted> again"},
+    }
