@@ -118,6 +118,23 @@ class HerdJobTimeout(HerdApiError):
         self.job = job
 
 
+def validation_error(
+    field: str, value: Any, message: str, allowed: str | None = None
+) -> HerdApiError:
+    """Bad task input refused by a module, shaped like the master's ValidationError (the
+    details name the field, the value and, where the module knows it, what is allowed), so
+    a playbook sees one kind of refusal whichever side refused."""
+    details = {"field": field, "value": value}
+    if allowed is not None:
+        details["allowed"] = allowed
+    return HerdApiError("ValidationError", message, details)
+
+
+def not_found(kind: str, name: str) -> HerdApiError:
+    """The object a task names is not in the cluster, shaped like the master's NotFoundError."""
+    return HerdApiError("NotFoundError", f"{kind} {name} not found", {"field": "name"})
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP/1.1 over a Unix stream socket: http.client does the protocol, we do the connect."""
 

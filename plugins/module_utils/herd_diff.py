@@ -64,11 +64,17 @@ def diff_fields(
     return changes
 
 
+def changed_to(changes: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """The values the differing fields take: what a modify op submits and the diff shows
+    as ``after``, so the two cannot disagree."""
+    return {field: pair[1] for field, pair in changes.items()}
+
+
 def diff_result(changes: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
     """Ansible's ``diff`` value, restricted to the fields that differ."""
     return {
         "before": {field: pair[0] for field, pair in changes.items()},
-        "after": {field: pair[1] for field, pair in changes.items()},
+        "after": changed_to(changes),
     }
 
 

@@ -44,15 +44,19 @@ def redact(value: Any, hide: bool = False) -> Any:
     return REDACTED if hide and value is not None else value
 
 
-def pending_job(client: HerdClient, op_id: str, name: str) -> int | None:
-    """The id of an unfinished job with an ``op_id`` op on object ``name``, if any.
+def unfinished_jobs(client: HerdClient, op_id: str, name: str) -> list[int]:
+    """Ids of the unfinished jobs with an ``op_id`` op on object ``name``, newest first.
 
     The master filters: listing every job and reading each one would cost a request per
     job in the queue's history, on every rerun of every task.
     """
     params = {"status": "unfinished", "op": op_id, "name": name}
-    items = client.request("GET", "/v1/jobs", params=params)["items"]
-    return int(items[0]["id"]) if items else None
+    return [int(item["id"]) for item in client.request("GET", "/v1/jobs", params=params)["items"]]
+
+
+def pending_job(client: HerdClient, op_id: str, name: str) -> int | None:
+    """The newest unfinished job with an ``op_id`` op on object ``name``, if any."""
+    return next(iter(unfinished_jobs(client, op_id, name)), None)
 
 
 def job_changed(job: dict[str, Any]) -> bool:

@@ -218,8 +218,12 @@ job_log:
 
 from typing import Any
 
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    HerdApiError,
+    validation_error,
+)
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
+    changed_to,
     declared_only,
     diff_fields,
     diff_result,
@@ -254,11 +258,11 @@ UNORDERED_FIELDS = ("tags", "compression_tools")
 
 
 def _refuse(field: str, have: Any, want: Any) -> HerdApiError:
-    return HerdApiError(
-        "ValidationError",
+    return validation_error(
+        field,
+        want,
         f"the cluster has {field}={have!r}, the task asks for {want!r}; this module does not "
         f"change a cluster's {field}",
-        {"field": field, "value": want},
     )
 
 
@@ -290,10 +294,8 @@ def plan(
     declared = declared_only(params, MODIFY_FIELDS)
     if current is None:
         if not params.get("master_node"):
-            raise HerdApiError(
-                "ValidationError",
-                "master_node is required to initialise the cluster",
-                {"field": "master_node", "value": None},
+            raise validation_error(
+                "master_node", None, "master_node is required to initialise the cluster"
             )
         init = {**declared_only(params, INIT_FIELDS), **declared}
         secret = declared_only(params, ("domain_secret",))
@@ -305,7 +307,7 @@ def plan(
     if master and current.get("master_node") != master:
         raise _refuse("master_node", current.get("master_node"), master)
     changes = diff_fields(comparable(current), declared, UNORDERED_FIELDS)
-    modify = {field: pair[1] for field, pair in changes.items()}
+    modify = changed_to(changes)
     if secret_differs:
         changes["domain_secret"] = (SECRET_SHOWN, SECRET_SHOWN + " (a different one)")
         modify["domain_secret"] = params["domain_secret"]

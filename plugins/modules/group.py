@@ -128,8 +128,12 @@ job_log:
 
 from typing import Any
 
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    HerdApiError,
+    validation_error,
+)
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
+    changed_to,
     declared_only,
     diff_fields,
     diff_result,
@@ -151,10 +155,10 @@ def plan(
     name = params["name"]
     if params["state"] == "absent":
         if params.get("rename_from"):
-            raise HerdApiError(
-                "ValidationError",
+            raise validation_error(
+                "rename_from",
+                params["rename_from"],
                 "rename_from is only valid with state=present",
-                {"field": "rename_from", "value": params["rename_from"]},
             )
         if current is None:
             return [], {}
@@ -177,8 +181,9 @@ def plan(
     if previous is not None:
         ops.append({"op": "group.rename", "name": previous["name"], "new_name": name})
         changes["name"] = (previous["name"], name)
-    changes.update(diff_fields(previous or current or {}, declared))
-    modify = {field: pair[1] for field, pair in changes.items() if field != "name"}
+    modify_changes = diff_fields(previous or current or {}, declared)
+    changes.update(modify_changes)
+    modify = changed_to(modify_changes)
     if modify:
         ops.append({"op": "group.modify", "name": name, **modify})
     return ops, diff_result(changes) if changes else {}

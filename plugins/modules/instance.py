@@ -298,8 +298,12 @@ import re
 from typing import Any
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    HerdApiError,
+    validation_error,
+)
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
+    changed_to,
     declared_only,
     diff_fields,
     diff_result,
@@ -338,8 +342,8 @@ MIB = 1024 * 1024
 
 
 def invalid(field: str, value: Any, message: str) -> HerdApiError:
-    """Bad task input, shaped like the master's ValidationError so playbooks see one kind."""
-    return HerdApiError("ValidationError", f"{field}: {message}", {"field": field, "value": value})
+    """Bad task input, the message led by the field: an instance task has many."""
+    return validation_error(field, value, f"{field}: {message}")
 
 
 def size_mib(value: Any, field: str) -> int:
@@ -579,7 +583,7 @@ def plan(
     moves, move_changes = move_ops(have, params)
     changes.update(move_changes)
     modify_changes = diff_fields(have, stored_form(declared_only(params, MODIFY_FIELDS)))
-    modify = {field: pair[1] for field, pair in modify_changes.items()}
+    modify = changed_to(modify_changes)
     if params.get("nics") is not None:
         nics = nic_change(current.get("nics") or [], params["nics"])
         if nics is not None:

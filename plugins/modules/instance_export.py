@@ -118,7 +118,7 @@ result:
 
 from typing import Any
 
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import not_found
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
 
 
@@ -138,7 +138,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
         holders = exports_on(herd, p["name"], p["target_node"])
         if holders and p["remove_instance"]:
             return {"exported": False, "target_node": holders[0]}
-        raise HerdApiError("NotFoundError", f"instance {p['name']} not found", {"field": "name"})
+        raise not_found("instance", p["name"])
     target = p["target_node"] or inst["primary_node_name"]
     op = {
         "op": "instance.export",

@@ -91,6 +91,7 @@ instance:
 from typing import Any
 
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import declared_only
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
 
 OVERRIDES = ("name", "disk_template", "primary_node", "secondary_node", "iallocator", "start")
@@ -126,7 +127,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
             )
         return {"instance": existing}
     op = {"op": "instance.import", "src_node": p["src_node"], "src_name": p["src_name"]}
-    op.update({k: p[k] for k in OVERRIDES if p[k] is not None})
+    op.update(declared_only(p, OVERRIDES))
     if herd.apply([op], f"import {name} from {p['src_node']}"):
         return {"instance": herd.client.query_one("instances", name)}
     return {}

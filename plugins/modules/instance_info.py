@@ -15,6 +15,9 @@ description:
     and secondary nodes.
   - With O(live=true) it also asks the nodes what is true right now - whether each instance
     is running, and the replication state of its DRBD disks on each node.
+  - O(tags), O(node) and O(state) narrow the answer to the instances that match all of
+    them; the module applies them to what the master reports, and asks nodes (with
+    O(live=true)) only about the instances the stored state lets through.
   - Changes nothing.
 author:
   - Herd developers (@herd)
@@ -43,6 +46,25 @@ options:
         the state V(unknown) and is named in C(live_errors), it does not fail the task.
     type: bool
     default: false
+  tags:
+    description:
+      - Only instances that have all of these tags (and possibly others).
+    type: list
+    elements: str
+  node:
+    description:
+      - Only instances with this node as their primary or as one of their secondaries.
+      - A node that does not exist matches no instance.
+    type: str
+  state:
+    description:
+      - V(up) or V(down) - only instances whose administrative state (what the cluster
+        wants, C(admin_state)) is this.
+      - V(running) or V(stopped) - only instances that the nodes report in this state
+        right now (C(oper_state)); needs O(live=true), since only the nodes know it.
+        Instances whose node did not answer (C(oper_state=unknown)) match neither.
+    type: str
+    choices: [up, down, running, stopped]
 """
 
 EXAMPLES = r"""
@@ -61,6 +83,20 @@ EXAMPLES = r"""
     msg: "web1 runs on {{ web.instances[0].primary_node_name }}"
   when: web.instances | length == 1
 
+- name: The production instances with node3 as primary or secondary, marked up
+  herd.cluster.instance_info:
+    tags: [prod]
+    node: node3
+    state: up
+  register: on_node3
+
+- name: Instances that should run but do not
+  herd.cluster.instance_info:
+    state: stopped
+    live: true
+  register: stopped
+  failed_when: stopped.instances | selectattr('admin_state', 'eq', 'up') | list | length > 0
+
 - name: Fail when a DRBD disk of db1 is not fully mirrored
   herd.cluster.instance_info:
     names: [db1]
@@ -72,7 +108,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 instances:
-  description: The instances asked for that exist, sorted by name.
+  description: The instances asked for that exist and pass the filters, sorted by name.
   returned: always
   type: list
   elements: dict
@@ -121,7 +157,9 @@ instances:
       type: list
       elements: str
 missing:
-  description: Names given in O(names) for which no instance exists.
+  description:
+    - Names given in O(names) for which no instance exists. An instance that exists but
+      is left out by a filter is not missing.
   returned: always
   type: list
   elements: str
@@ -130,7 +168,19 @@ missing:
 
 from typing import Any
 
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    validation_error,
+)
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+
+#: Each value of the ``state`` filter and the instance field it is compared with: the
+#: administrative state is stored, the operational one only a live query reports.
+STATE_FIELDS = {
+    "up": "admin_state",
+    "down": "admin_state",
+    "running": "oper_state",
+    "stopped": "oper_state",
+}
 
 
 def select(
@@ -149,12 +199,37 @@ def select(
     return found, sorted(wanted - known)
 
 
+def matches(
+    inst: dict[str, Any], tags: list[str] | None, node: str | None, state: str | None
+) -> bool:
+    """Whether ``inst`` has every tag of ``tags``, uses ``node`` as its primary or a
+    secondary, and is in ``state`` (see STATE_FIELDS); a filter of None passes all."""
+    if tags and not set(tags) <= set(inst.get("tags") or []):
+        return False
+    nodes = [inst.get("primary_node_name"), *(inst.get("secondary_node_names") or [])]
+    if node is not None and node not in nodes:
+        return False
+    return state is None or inst.get(STATE_FIELDS[state]) == state
+
+
 def run(herd: HerdModule) -> dict[str, Any]:
-    instances, missing = select(herd.client.query("instances"), herd.params["names"])
-    if herd.params["live"] and instances:
+    p = herd.params
+    live_state = p["state"] if STATE_FIELDS.get(p["state"]) == "oper_state" else None
+    if live_state and not p["live"]:
+        raise validation_error(
+            "state",
+            live_state,
+            f"state={live_state} filters on what the nodes report: it needs live=true",
+            "up or down unless live=true",
+        )
+    instances, missing = select(herd.client.query("instances"), p["names"])
+    stored_state = None if live_state else p["state"]
+    instances = [i for i in instances if matches(i, p["tags"], p["node"], stored_state)]
+    if p["live"] and instances:
         # Only the instances asked for cost node calls; their names are known to exist.
         params = {"names": ",".join(i["name"] for i in instances), "live": "1"}
         instances = herd.client.request("GET", "/v1/query/instances", params=params)["items"]
+        instances = [i for i in instances if matches(i, None, None, live_state)]
     return {"instances": instances, "missing": missing}
 
 
@@ -164,6 +239,9 @@ def main() -> None:
         {
             "names": {"type": "list", "elements": "str"},
             "live": {"type": "bool", "default": False},
+            "tags": {"type": "list", "elements": "str"},
+            "node": {"type": "str"},
+            "state": {"type": "str", "choices": sorted(STATE_FIELDS)},
         },
         submits_jobs=False,
     ).run(run)

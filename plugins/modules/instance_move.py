@@ -146,7 +146,9 @@ from typing import Any
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdApiError,
     HerdClient,
+    not_found,
 )
+from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import declared_only
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
 
 MOVE_OPTIONS = (
@@ -164,14 +166,10 @@ MOVE_OPTIONS = (
 )
 
 
-def not_found(name: str) -> HerdApiError:
-    return HerdApiError("NotFoundError", f"instance {name} not found", {"field": "name"})
-
-
 def move(herd: HerdModule, src: dict[str, Any], where: dict[str, Any]) -> dict[str, Any]:
     p = herd.params
     op = {"op": "instance.move", "name": p["name"]}
-    op.update({k: p[k] for k in MOVE_OPTIONS if p[k] is not None})
+    op.update(declared_only(p, MOVE_OPTIONS))
     herd.apply([op], f"move {p['name']}")
     before = {"cluster": "local", "node": src["primary_node_name"]}
     return {
@@ -195,7 +193,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
     src = herd.client.query_one("instances", p["name"])
     if p["dest_cluster"] is None:
         if src is None:
-            raise not_found(p["name"])
+            raise not_found("instance", p["name"])
         template = p["dest_disk_template"] or src["disk_template"]
         where = {"cluster": "local", "node": p["target_node"]}
         if src["primary_node_name"] == p["target_node"] and src["disk_template"] == template:
@@ -214,7 +212,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
             {"field": "dest_name", "value": dest_name},
         )
     if src is None:
-        raise not_found(p["name"])
+        raise not_found("instance", p["name"])
     return move(herd, src, {"cluster": p["dest_cluster"], "node": None})
 
 

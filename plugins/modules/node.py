@@ -154,8 +154,9 @@ job_log:
 
 from typing import Any
 
-from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
+from ansible_collections.herd.cluster.plugins.module_utils.herd_client import validation_error
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
+    changed_to,
     declared_only,
     diff_fields,
     diff_result,
@@ -212,16 +213,16 @@ def plan(
     fixed = diff_fields(view, declared_fixed)
     if fixed:
         field, (before, after) = next(iter(fixed.items()))
-        raise HerdApiError(
-            "ValidationError",
+        raise validation_error(
+            field,
+            after,
             f"node {name} has {field}={before!r}; it cannot change to {after!r} while the "
             "node is in the cluster (remove and re-add it)",
-            {"field": field, "value": after},
         )
     changes = diff_fields(view, declared_only(params, MODIFY_FIELDS))
     if not changes:
         return [], {}
-    modify = {field: pair[1] for field, pair in changes.items()}
+    modify = changed_to(changes)
     return [{"op": "node.modify", "name": name, **modify}], diff_result(changes)
 
 

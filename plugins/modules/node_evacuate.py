@@ -173,12 +173,16 @@ from typing import Any
 
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdApiError,
+    HerdClient,
     HerdJobFailed,
+    validation_error,
 )
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import declared_only
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    unfinished_jobs,
+)
 
-#: Job states that may still touch an instance.
-UNFINISHED = ("queued", "waiting", "running")
 #: Ops whose ``name`` parameter is an instance.
 INSTANCE_OP_PREFIX = "instance."
 
@@ -194,13 +198,36 @@ def on_node(instances: list[dict[str, Any]], node: str, mode: str) -> list[str]:
     return sorted(found)
 
 
-def touches(job: dict[str, Any], names: set[str]) -> bool:
-    """Whether a job has an instance op on one of ``names``."""
-    return any(
-        str(op.get("op", "")).startswith(INSTANCE_OP_PREFIX)
-        and (op.get("params") or {}).get("name") in names
-        for op in job.get("ops") or []
+def instance_ops(items: list[dict[str, Any]]) -> list[str]:
+    """The instance op ids among listed jobs (pure, for unit tests).
+
+    A job listing's ``summary`` names each job's ops, not their objects: enough to know
+    which ops to ask the master's op-and-name filter about, without reading any job.
+    """
+    found = {op for item in items for op in str(item.get("summary") or "").split(",")}
+    return sorted(op for op in found if op.startswith(INSTANCE_OP_PREFIX))
+
+
+def jobs_on(client: HerdClient, names: set[str]) -> list[int]:
+    """Unfinished jobs with an instance op on one of ``names``, oldest first.
+
+    One listing of the unfinished jobs, then the master's filter for each instance op in
+    flight and each name; nothing is asked when no instance op is in flight.
+    """
+    items = client.request("GET", "/v1/jobs", params={"status": "unfinished"})["items"]
+    return sorted(
+        {
+            job_id
+            for op_id in instance_ops(items)
+            for name in sorted(names)
+            for job_id in unfinished_jobs(client, op_id, name)
+        }
     )
+
+
+def left(deadline: float) -> float:
+    """Seconds until ``deadline``: every wait of the task shares the task's one timeout."""
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def wait_in_flight(herd: HerdModule, names: set[str], deadline: float) -> list[int]:
@@ -208,22 +235,18 @@ def wait_in_flight(herd: HerdModule, names: set[str], deadline: float) -> list[i
 
     Planning while they are queued would move those instances a second time.
     """
-    waited = []
-    for status in UNFINISHED:
-        for item in herd.client.request("GET", "/v1/jobs", params={"status": status})["items"]:
-            if touches(herd.client.job(item["id"]), names):
-                waited.append(int(item["id"]))
+    waited = jobs_on(herd.client, names)
     for job_id in waited:
         # A failed move is no reason to stop: its instance is planned again from where it is.
         with contextlib.suppress(HerdJobFailed):
-            herd.client.wait(job_id, max(deadline - time.monotonic(), 0.0))
+            herd.client.wait(job_id, left(deadline))
     return waited
 
 
 def outcome(herd: HerdModule, job: dict[str, Any], deadline: float) -> dict[str, Any]:
     """Wait for one spawned job and say how it ended."""
     try:
-        done = herd.client.wait(job["job_id"], max(deadline - time.monotonic(), 0.0))
+        done = herd.client.wait(job["job_id"], left(deadline))
     except HerdJobFailed as exc:
         done = exc.job
     return {**job, "status": done.get("status"), "error": done.get("error")}
@@ -234,11 +257,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
     deadline = time.monotonic() + p["timeout"]
     node = herd.client.query_one("nodes", p["name"])
     if node is None:
-        raise HerdApiError(
-            "ValidationError",
-            f"node {p['name']} is not in the cluster",
-            {"field": "name", "value": p["name"]},
-        )
+        raise validation_error("name", p["name"], f"node {p['name']} is not in the cluster")
     result: dict[str, Any] = {
         "plan": [],
         "failed": {},
@@ -261,10 +280,9 @@ def run(herd: HerdModule) -> dict[str, Any]:
         "drain": p["drain"] or herd.module.check_mode,
         "dry_run": herd.module.check_mode,
     }
-    op.update({k: p[k] for k in ("iallocator", "target_group") if p[k] is not None})
+    op.update(declared_only(p, ("iallocator", "target_group")))
     what = f"evacuate node {p['name']}"
-    remaining = max(deadline - time.monotonic(), 0.0)
-    if not herd.apply([op], what, dry_run=herd.module.check_mode, timeout=remaining):
+    if not herd.apply([op], what, dry_run=herd.module.check_mode, timeout=left(deadline)):
         return result
     evac = herd.result or {}
     # A dry run changes nothing itself but tells what a real run would change.

@@ -30,6 +30,8 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
     HerdClient,
     HerdJobFailed,
     HerdJobTimeout,
+    not_found,
+    validation_error,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -246,6 +248,18 @@ def test_missing_socket_explains_itself(tmp_path: Path) -> None:
 def test_plain_http_url_is_refused() -> None:
     with pytest.raises(HerdApiError, match="https://"):
         HerdClient(api_url="http://master:5080", api_token="secret")
+
+
+def test_module_refusals_are_shaped_like_the_masters_errors() -> None:
+    refused = validation_error("disks", ["1G"], "disks never shrink")
+    assert refused.to_dict() == {
+        "type": "ValidationError",
+        "message": "disks never shrink",
+        "details": {"field": "disks", "value": ["1G"]},
+    }
+    missing = not_found("instance", "web1")
+    assert str(missing) == "NotFoundError: instance web1 not found"
+    assert missing.details == {"field": "name"}
 
 
 def test_secrets_are_no_log_and_env_fallbacks_exist() -> None:

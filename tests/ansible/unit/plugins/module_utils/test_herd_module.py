@@ -5,8 +5,6 @@ this is the module-side policy only (the client's HTTP is tested in test_herd_cl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
     pending_job,
 )
 
-from tests.engine.harness import PATIENCE, ThreadMaster, start_thread_master
+from tests.engine.harness import PATIENCE, ThreadMaster
 
 OPS = [{"op": "node.modify", "name": "n1", "drained": True}]
 
@@ -213,18 +211,9 @@ def test_an_unfinished_job_is_found_by_the_masters_filter(
     ]
 
 
-@pytest.fixture
-def thread_master(tmp_path: Path) -> Iterator[ThreadMaster]:
-    running = start_thread_master(tmp_path)
-    yield running
-    running.stop()
-
-
-def test_the_real_master_finds_only_the_matching_unfinished_job(
-    thread_master: ThreadMaster,
-) -> None:
+def test_the_real_master_finds_only_the_matching_unfinished_job(master: ThreadMaster) -> None:
     """The filter's contract as the master serves it: op and object name, unfinished only."""
-    blocker, *waiting = thread_master.api.submit_many(
+    blocker, *waiting = master.api.submit_many(
         [
             {"ops": [{"op": "debug.delay", "duration": PATIENCE * 4}]},
             {
@@ -237,8 +226,8 @@ def test_the_real_master_finds_only_the_matching_unfinished_job(
             },
         ]
     )
-    client = HerdClient(socket_path=str(thread_master.socket))
-    thread_master.wait_status(blocker, "running")
+    client = HerdClient(socket_path=str(master.socket))
+    master.wait_status(blocker, "running")
     assert pending_job(client, "group.add", "rack2") == waiting[1]
     assert pending_job(client, "group.remove", "rack2") is None
     assert pending_job(client, "group.add", "rack3") is None

@@ -87,7 +87,13 @@ def test_the_modules_hide_the_keys_the_engine_declares_secret() -> None:
 
 
 def test_instance_info_results_carry_no_drbd_secret(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = {"names": {"type": "list", "elements": "str"}, "live": {"type": "bool"}}
+    spec = {
+        "names": {"type": "list", "elements": "str"},
+        "live": {"type": "bool"},
+        "tags": {"type": "list", "elements": "str"},
+        "node": {"type": "str"},
+        "state": {"type": "str"},
+    }
     out = run_body(capsys, instance_info.run, LeakyClient(), spec, live=True)
     assert_clean(out)
     (inst,) = json.loads(out)["instances"]

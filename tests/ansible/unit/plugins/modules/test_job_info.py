@@ -4,22 +4,13 @@ unfinished ones on an object; and it changes nothing, also in check mode."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.herd.cluster.plugins.modules import job_info
 
-from tests.engine.harness import PATIENCE, ThreadMaster, start_thread_master
-
-
-@pytest.fixture
-def master(tmp_path: Path) -> Iterator[ThreadMaster]:
-    running = start_thread_master(tmp_path)
-    yield running
-    running.stop()
+from tests.engine.harness import PATIENCE, ThreadMaster
 
 
 def run(capsys: pytest.CaptureFixture[str], master: ThreadMaster, **args: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ansible_collections.herd.cluster.plugins.modules import (
     instance,
     instance_replace_disks,
     node,
+    tag,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -274,6 +275,23 @@ def test_replace_disks_op_passes_the_engines_checks(
     )
 
 
+TAGGED = {"cluster": CLUSTER, "node": NODE, "group": RACK2, "instance": WEB1}
+TAG_OPTIONS = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(sorted(TAGGED)),
+        "tags": st.lists(st.sampled_from(["web", "rack1", "new", "t" * 128]), unique=True),
+        "state": st.sampled_from(["present", "absent", "exact"]),
+    }
+)
+
+
+@given(declared=TAG_OPTIONS)
+def test_tag_ops_pass_the_engines_checks(monkeypatch: pytest.MonkeyPatch, declared: Params) -> None:
+    current = TAGGED[declared["kind"]]
+    params = task_params(argument_spec(tag, monkeypatch), {"name": current["name"], **declared})
+    assert_ops_valid(planned(lambda: tag.plan(current, params)))
+
+
 #: How each module's plan is called for a documented task: against an existing cluster (the
 #: examples modify one) and new nodes, groups and instances (the examples create them).
 PLAN_EXAMPLE: dict[ModuleType, Callable[[Params], tuple[Ops, Params]]] = {
@@ -281,6 +299,7 @@ PLAN_EXAMPLE: dict[ModuleType, Callable[[Params], tuple[Ops, Params]]] = {
     node: lambda params: node.plan(None, params),
     group: lambda params: group.plan(None, None, params),
     instance: lambda params: instance.plan(None, params),
+    tag: lambda params: tag.plan({"name": "c1", "tags": ["old", "ssd"]}, params),
 }
 
 
