@@ -88,10 +88,13 @@ class ThreadMaster:
         )
 
 
-def start_thread_master(base: Path, max_running: int | None = None) -> ThreadMaster:
-    """A master on ``base/state`` serving ``base/master.sock`` from a daemon thread."""
+def start_thread_master(
+    base: Path, max_running: int | None = None, https_bind: str | None = None
+) -> ThreadMaster:
+    """A master on ``base/state`` serving ``base/master.sock`` from a daemon thread (and
+    HTTPS on ``https_bind`` once the cluster exists)."""
     state, sock = base / "state", base / "master.sock"
-    master = Master(state, sock, max_running=max_running)
+    master = Master(state, sock, max_running=max_running, https_bind=https_bind)
     thread = threading.Thread(target=master.serve, daemon=True, name="test-master")
     thread.start()
     tm = ThreadMaster(master, thread, state, sock)
@@ -101,7 +104,7 @@ def start_thread_master(base: Path, max_running: int | None = None) -> ThreadMas
 
 @contextlib.contextmanager
 def cluster_on_lab(
-    base: Path, suffix: str, nodes: int, name: str, **settings: Any
+    base: Path, suffix: str, nodes: int, name: str, https_bind: str | None = None, **settings: Any
 ) -> Iterator[tuple[ThreadMaster, Any]]:
     """A fresh lab, a master in this process and cluster ``name`` on every lab node.
 
@@ -112,7 +115,7 @@ def cluster_on_lab(
     lab = next(labs)
     mp = pytest.MonkeyPatch()
     mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(base)
+    running = start_thread_master(base, https_bind=https_bind)
     first = lab.nodes[0]
     try:
         running.api.run(

@@ -38,3 +38,13 @@ def test_a_changed_module_doc_makes_the_pages_stale(tmp_path: Path) -> None:
     module = tmp_path / "plugins" / "modules" / "node.py"
     module.write_text(module.read_text().replace("Name of the node", "Host name of the node"))
     assert _tool().stale(tmp_path) == [Path("docs/modules/node.md")]
+
+
+def test_inventory_plugins_get_a_page_naming_the_core_fragments() -> None:
+    pages = _tool().render_all(REPO)
+    page = pages[Path("docs/modules/herd_inventory.md")]
+    assert page.startswith("# herd.cluster.herd (inventory plugin)")
+    assert "| `want_nodes` | bool | no | `False` |" in page and "| `api_token` | str |" in page
+    assert "`ansible.builtin.constructed`, `ansible.builtin.inventory_cache`" in page
+    assert "## Return values" not in page
+    assert "[herd.cluster.herd](herd_inventory.md)" in pages[Path("docs/modules/README.md")]
