@@ -26,6 +26,7 @@ from herd.client import Client
 from herd.errors import HerdError
 from tests.engine.harness import PATIENCE, poll
 from tests.engine.master.test_daemon import ProcessMaster
+from tests.engine.ops import labsupport
 from tests.faults.record import record
 
 pytestmark = pytest.mark.lab
@@ -55,8 +56,8 @@ class Scenario:
 
 
 def file_instance(name: str, node: str, **extra: Any) -> dict[str, Any]:
-    return {"op": "instance.add", "name": name, "disk_template": "file", "disks": ["8M"],
-            "install": False, "primary_node": node, **extra}  # fmt: skip
+    params = labsupport.file_instance(name, "8M", install=False, primary_node=node, **extra)
+    return {"op": "instance.add", **params}
 
 
 def remove(name: str) -> dict[str, Any]:
@@ -70,6 +71,34 @@ def shared_instance(name: str, node: str) -> dict[str, Any]:
 
 def on_second_node(c: Client) -> bool:
     return str(c.query("instances")[0]["primary_node_name"]).endswith("2")
+
+
+def there_and_back(
+    op: str, setup: Callable[[Any], dict[str, Any]], full_only: bool = False
+) -> Scenario:
+    """``op`` takes the victim (as ``setup`` adds it) to the second node; the reset
+    brings it back with the same op."""
+
+    def to(lab: Any, index: int) -> dict[str, Any]:
+        return {"op": op, "name": "victim", "target_node": lab.nodes[index].name}
+
+    return Scenario(
+        op,
+        setup=lambda lab: [setup(lab)],
+        op=lambda lab: to(lab, 1),
+        reset=lambda lab: [to(lab, 0)],
+        applied=on_second_node,
+        full_only=full_only,
+    )
+
+
+def stopped_victim(lab: Any) -> dict[str, Any]:
+    """The victim most scenarios start from: a stopped file instance on the first node."""
+    return file_instance("victim", lab.nodes[0].name, start=False)
+
+
+def shared_victim(lab: Any) -> dict[str, Any]:
+    return shared_instance("victim", lab.nodes[0].name)
 
 
 def has_instance(name: str) -> Callable[[Client], bool]:
@@ -93,7 +122,7 @@ SCENARIOS = [
     ),
     Scenario(
         "instance.modify grow",
-        setup=lambda lab: [file_instance("victim", lab.nodes[0].name, start=False)],
+        setup=lambda lab: [stopped_victim(lab)],
         op=lambda lab: {
             "op": "instance.modify",
             "name": "victim",
@@ -101,24 +130,15 @@ SCENARIOS = [
         },
         reset=lambda lab: [
             remove("victim"),
-            file_instance("victim", lab.nodes[0].name, start=False),
+            stopped_victim(lab),
         ],
         applied=lambda c: [d["size_mib"] for d in c.query("instances")[0]["disks"]] == [16],
         full_only=True,
     ),
-    Scenario(
-        "instance.move",
-        setup=lambda lab: [file_instance("victim", lab.nodes[0].name, start=False)],
-        op=lambda lab: {"op": "instance.move", "name": "victim", "target_node": lab.nodes[1].name},
-        reset=lambda lab: [
-            {"op": "instance.move", "name": "victim", "target_node": lab.nodes[0].name}
-        ],
-        applied=on_second_node,
-        full_only=True,
-    ),
+    there_and_back("instance.move", stopped_victim, full_only=True),
     Scenario(
         "instance.export",
-        setup=lambda lab: [file_instance("victim", lab.nodes[0].name, start=False)],
+        setup=lambda lab: [stopped_victim(lab)],
         op=lambda lab: {
             "op": "instance.export",
             "name": "victim",
@@ -131,7 +151,7 @@ SCENARIOS = [
     Scenario(
         "instance.import",
         setup=lambda lab: [
-            file_instance("victim", lab.nodes[0].name, start=False),
+            stopped_victim(lab),
             {
                 "op": "instance.export",
                 "name": "victim",
@@ -150,41 +170,15 @@ SCENARIOS = [
         undone_on_failure=True,
         full_only=True,
     ),
-    Scenario(
-        "instance.migrate",
-        setup=lambda lab: [shared_instance("victim", lab.nodes[0].name)],
-        op=lambda lab: {
-            "op": "instance.migrate",
-            "name": "victim",
-            "target_node": lab.nodes[1].name,
-        },
-        reset=lambda lab: [
-            {"op": "instance.migrate", "name": "victim", "target_node": lab.nodes[0].name}
-        ],
-        applied=on_second_node,
-    ),
-    Scenario(
-        "instance.failover",
-        setup=lambda lab: [shared_instance("victim", lab.nodes[0].name)],
-        op=lambda lab: {
-            "op": "instance.failover",
-            "name": "victim",
-            "target_node": lab.nodes[1].name,
-        },
-        reset=lambda lab: [
-            {"op": "instance.failover", "name": "victim", "target_node": lab.nodes[0].name}
-        ],
-        applied=on_second_node,
-        full_only=True,
-    ),
+    there_and_back("instance.migrate", shared_victim),
+    there_and_back("instance.failover", shared_victim, full_only=True),
     Scenario(
         "node.add",
         setup=lambda lab: [{"op": "node.remove", "name": lab.nodes[1].name}],
         op=lambda lab: {
             "op": "node.add",
             "name": lab.nodes[1].name,
-            "primary_ip": lab.nodes[1].ip,
-            "ssh_port": lab.nodes[1].port,
+            **labsupport.lab_address(lab.nodes[1]),
         },
         reset=lambda lab: [{"op": "node.remove", "name": lab.nodes[1].name}],
         applied=lambda c: len(c.query("nodes")) == 2,
@@ -229,10 +223,10 @@ def two_node_cluster(base: Path, lab: Any) -> Masters:
     first = masters.start()
     n1, n2 = lab.nodes
     first.client.run(
-        [{"op": "cluster.init", "name": "crash", "master_node": n1.name, "primary_ip": n1.ip,
-          "ssh_port": n1.port, "enabled_hypervisors": ["fake"],
+        [{"op": "cluster.init", "name": "crash", "master_node": n1.name,
+          **labsupport.lab_address(n1), "enabled_hypervisors": ["fake"],
           "enabled_disk_templates": ["file", "sharedfile"], "beparams": {"memory": 32}},
-         {"op": "node.add", "name": n2.name, "primary_ip": n2.ip, "ssh_port": n2.port}],
+         {"op": "node.add", "name": n2.name, **labsupport.lab_address(n2)}],
         timeout=OP_TIMEOUT,
     )  # fmt: skip
     masters.stop_all()
@@ -345,9 +339,7 @@ def test_every_crash_point_is_survived(
     scenario: Scenario, lab_masters: tuple[Masters, Any], tmp_path: Path
 ) -> None:
     masters, lab = lab_masters
-    setup = masters.start()
-    for op in scenario.setup(lab):
-        setup.client.run([op], timeout=OP_TIMEOUT)
+    run_each(masters.start().client, scenario.setup(lab))
     masters.stop_all()
     points = trace_points(masters, tmp_path, scenario, lab)
     reset(masters, scenario, lab)
@@ -357,8 +349,7 @@ def test_every_crash_point_is_survived(
             crash_at(masters, point, scenario, lab)
             pm = masters.start()
             check_after_restart(pm.client, point, scenario, lab)
-            for op in scenario.reset(lab):
-                pm.client.run([op], timeout=OP_TIMEOUT)
+            run_each(pm.client, scenario.reset(lab))
             masters.stop_all()
         except BaseException:
             record(fault, survived=False)
@@ -366,8 +357,12 @@ def test_every_crash_point_is_survived(
         record(fault, survived=True)
 
 
+def run_each(c: Client, ops: list[dict[str, Any]]) -> None:
+    """One job per op, in order: a step's op may need the one before it to have ended."""
+    for op in ops:
+        c.run([op], timeout=OP_TIMEOUT)
+
+
 def reset(masters: Masters, scenario: Scenario, lab: Any) -> None:
-    pm = masters.start()
-    for op in scenario.reset(lab):
-        pm.client.run([op], timeout=OP_TIMEOUT)
+    run_each(masters.start().client, scenario.reset(lab))
     masters.stop_all()

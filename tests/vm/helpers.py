@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import vmnodes
 
-from tests.engine.harness import ThreadMaster, start_thread_master
+from tests.engine.harness import ThreadMaster
+from tests.engine.ops.labsupport import form_cluster, lab_master
+from tests.engine.ops.labsupport import run as run  # the VM tests call ops through here
 
 PATTERN_MIB = 16
 #: Leftovers of a failed test: Herd's resource files name one resource each.
@@ -24,10 +26,6 @@ SCRUB = (
     'drbdadm -c "$f" secondary all; drbdadm -c "$f" down all; rm -f "$f"; done; '
     "rm -rf /var/lib/herd-node/drbd; lvremove -qfy herd >/dev/null 2>&1; true"
 )
-
-
-def run(running: ThreadMaster, op: str, **params: Any) -> Any:
-    return running.api.run([{"op": op, **params}], timeout=600)
 
 
 def run_logged(running: ThreadMaster, op: str, **params: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -47,36 +45,25 @@ def drbd_cluster(
 ) -> Iterator[ThreadMaster]:
     """A master in-process with both guests as nodes; cleaned up for the next module."""
     prepare_nodes(lab)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1, n2 = lab.nodes
     try:
-        run(
-            running,
-            "cluster.init",
-            name=name,
-            master_node=n1.name,
-            primary_ip=n1.ip,
-            host_key=n1.host_key,
-            enabled_hypervisors=["fake"],
-            enabled_disk_templates=templates,
-            beparams={"memory": 32},
-        )
-        run(running, "node.add", name=n2.name, primary_ip=n2.ip, host_key=n2.host_key)
-        yield running
-    finally:
-        for inst in running.api.query("instances"):
-            run(
+        with lab_master(lab.key_path, tmp_path_factory.mktemp("master")) as running:
+            form_cluster(
                 running,
-                "instance.remove",
-                name=inst["name"],
-                shutdown_timeout=0,
-                ignore_failures=True,
+                lab.nodes,
+                name,
+                address=vm_address,
+                enabled_hypervisors=["fake"],
+                enabled_disk_templates=templates,
+                beparams={"memory": 32},
             )
-        running.stop()
-        mp.undo()
+            yield running
+    finally:
         scrub_nodes(lab)
+
+
+def vm_address(node: vmnodes.VMNode) -> dict[str, Any]:
+    """The guests' sshd listens on the usual port; their host key is given, to be pinned."""
+    return {"primary_ip": node.ip, "host_key": node.host_key}
 
 
 def prepare_nodes(lab: vmnodes.VMLab) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.ansible.integration.runner import Run, lab_nodes, local_host, play
 from tests.engine.harness import ThreadMaster, cluster_on_lab
-from tests.engine.ops.test_instance_lab import guest_pids, install_os
+from tests.engine.ops.labsupport import guest_pids, install_os
 
 pytestmark = pytest.mark.lab
 
@@ -32,8 +32,7 @@ def instance_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         tmp_path_factory.mktemp("master"), "i", 2, "inst", enabled_hypervisors=["fake"],
         enabled_disk_templates=["file", "sharedfile"],
     ) as (running, lab):  # fmt: skip
-        for node in lab.nodes:
-            install_os(node)
+        install_os(*lab.nodes)
         yield running, lab, tmp_path_factory.mktemp("plays")
 
 

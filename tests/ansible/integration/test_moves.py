@@ -8,13 +8,13 @@ answer. Each play runs twice: the second run must change nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.ansible.integration.runner import Run, local_host, play
+from tests.ansible.integration.crossplay import CrossPlays, cross_plays  # noqa: F401 - fixture
+from tests.ansible.integration.runner import Run
+from tests.engine.ops.labsupport import BLANK, TINY
 from tests.engine.ops.test_move_lab import (  # noqa: F401 - fixtures
-    Side,
     clusters,
     custom_tool,
     image_of,
@@ -27,94 +27,61 @@ pytestmark = pytest.mark.lab
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "moves.yml"
 
 
-def moves_play(
-    collections: Path, work: Path, east: Side, west: Side, step: str, cmdline: str = ""
-) -> Run:
-    inventory = {"all": {"hosts": {"localhost": local_host()}}}
-    variables = {
-        "herd_socket": str(east.master.socket),
-        "herd_dest_socket": str(west.master.socket),
-        "herd_node": east.lab.nodes[0].name,
-        "herd_step": step,
-    }
-    return play(collections, work, inventory, PLAYBOOK, variables, cmdline)
-
-
-def named(side: Side, name: str) -> dict[str, Any] | None:
-    return next((i for i in side.instances() if i["name"] == name), None)
+def moves_play(plays: CrossPlays, name: str, step: str, cmdline: str = "") -> Run:
+    return plays.play(
+        PLAYBOOK, name, cmdline, herd_node=plays.east.lab.nodes[0].name, herd_step=step
+    )
 
 
 def test_cross_cluster_move_then_a_second_run_changes_nothing(
-    collections: Path,
-    clusters: tuple[Side, Side],  # noqa: F811
-    tmp_path: Path,
+    cross_plays: CrossPlays,  # noqa: F811
 ) -> None:
-    east, west = clusters
-    east.run(
-        "instance.add",
-        name="mv1",
-        disk_template="file",
-        disks=["16M"],
-        os="herd-image+tiny",
-        primary_node=east.lab.nodes[0].name,
-    )
-    inst = named(east, "mv1")
-    assert inst is not None
+    east, west = cross_plays.east, cross_plays.west
+    inst = east.add_file("mv1", "16M", os=TINY, primary_node=east.lab.nodes[0].name)
     digest = sha(image_of(east, inst))
 
-    check = moves_play(collections, tmp_path / "check", east, west, "move", "--check")
+    check = moves_play(cross_plays, "check", "move", "--check")
     assert check.rc == 0 and check.changed() == 1
-    assert named(east, "mv1") is not None and named(west, "mv1") is None
+    assert east.find("mv1") is not None and west.find("mv1") is None
 
-    first = moves_play(collections, tmp_path / "first", east, west, "move")
+    first = moves_play(cross_plays, "first", "move")
     assert first.rc == 0 and first.changed() == 1, first.failed_tasks
     assert first.result("Move")["moved"] is True
-    arrived = named(west, "mv1")
-    assert arrived is not None and named(east, "mv1") is None
+    arrived = west.find("mv1")
+    assert arrived is not None and east.find("mv1") is None
     assert [n["mac"] for n in arrived["nics"]] == [n["mac"] for n in inst["nics"]]
     assert sha(image_of(west, arrived)) == digest
 
-    second = moves_play(collections, tmp_path / "second", east, west, "move")
+    second = moves_play(cross_plays, "second", "move")
     assert second.rc == 0 and second.changed() == 0
     assert second.result("Move")["moved"] is False and not second.result("Move")["job_ids"]
     west.run("instance.remove", name="mv1")
 
 
 def test_export_and_import_then_a_second_run_changes_nothing(
-    collections: Path,
-    clusters: tuple[Side, Side],  # noqa: F811
-    tmp_path: Path,
+    cross_plays: CrossPlays,  # noqa: F811
 ) -> None:
-    east, west = clusters
-    east.run(
-        "instance.add",
-        name="bk1",
-        disk_template="file",
-        disks=["32M"],
-        os="herd-image+blank",
-        primary_node=east.lab.nodes[1].name,
-    )
-    inst = named(east, "bk1")
-    assert inst is not None
+    east = cross_plays.east
+    inst = east.add_file("bk1", "32M", os=BLANK, primary_node=east.lab.nodes[1].name)
     write_data(image_of(east, inst), [3, 20])
     digest = sha(image_of(east, inst))
 
-    backup = moves_play(collections, tmp_path / "backup", east, west, "backup")
+    backup = moves_play(cross_plays, "backup", "backup")
     assert backup.rc == 0 and backup.changed() == 1, backup.failed_tasks
-    assert backup.result("Export")["exported"] is True and named(east, "bk1") is None
-    again = moves_play(collections, tmp_path / "backup-again", east, west, "backup")
+    assert backup.result("Export")["exported"] is True and east.find("bk1") is None
+    again = moves_play(cross_plays, "backup-again", "backup")
     assert again.rc == 0 and again.changed() == 0, again.failed_tasks
     assert again.result("Export")["exported"] is False
 
-    restore = moves_play(collections, tmp_path / "restore", east, west, "restore")
+    restore = moves_play(cross_plays, "restore", "restore")
     assert restore.rc == 0 and restore.changed() == 1, restore.failed_tasks
-    back = named(east, "bk1")
+    back = east.find("bk1")
     assert back is not None and back["uuid"] != inst["uuid"]
     assert back["primary_node_name"] == east.lab.nodes[0].name
     assert [n["mac"] for n in back["nics"]] == [n["mac"] for n in inst["nics"]]
     assert sha(image_of(east, back)) == digest
     before = east.master.api.dump()
-    again = moves_play(collections, tmp_path / "restore-again", east, west, "restore")
+    again = moves_play(cross_plays, "restore-again", "restore")
     assert again.rc == 0 and again.changed() == 0, again.failed_tasks
     assert east.master.api.dump() == before
     east.run("instance.remove", name="bk1")

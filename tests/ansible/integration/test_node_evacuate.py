@@ -13,7 +13,7 @@ import pytest
 from tests.ansible.integration.runner import REPO, Run, local_host, play
 from tests.conftest import make_lab
 from tests.engine.harness import ThreadMaster
-from tests.engine.ops.test_instance_lab import guest_pids, instance, run
+from tests.engine.ops.labsupport import guest_pids, instance, run
 from tests.engine.ops.test_node_evacuate import INSTANCES, evacuation_cluster
 
 pytestmark = pytest.mark.lab

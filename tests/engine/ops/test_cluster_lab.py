@@ -23,7 +23,15 @@ from herd.errors import (
     ValidationError,
 )
 from herd.redact import REDACTED
-from tests.engine.harness import ThreadMaster, start_thread_master
+from tests.engine.harness import ThreadMaster
+from tests.engine.ops.labsupport import (
+    add_node,
+    fails_cleanly,
+    form_cluster,
+    lab_address,
+    lab_master,
+    run,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -38,46 +46,10 @@ def cluster(
     lab_cluster: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ThreadMaster, Any]]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1 = lab_cluster.nodes[0]
-    running.api.run(
-        [
-            {
-                "op": "cluster.init",
-                "name": "alpha",
-                "master_node": n1.name,
-                "primary_ip": n1.ip,
-                "ssh_port": n1.port,
-                "enabled_hypervisors": ["fake"],
-            }
-        ],
-        timeout=60,
-    )
-    try:
+    """Cluster alpha of the first lab node only: the tests add and remove the others."""
+    with lab_master(lab_cluster.key_path, tmp_path_factory.mktemp("master")) as running:
+        form_cluster(running, lab_cluster.nodes[:1], "alpha", enabled_hypervisors=["fake"])
         yield running, lab_cluster
-    finally:
-        running.stop()
-        mp.undo()
-
-
-def run(running: ThreadMaster, op: str, **params: Any) -> Any:
-    return running.api.run([{"op": op, **params}], timeout=60)
-
-
-def unchanged_after(
-    running: ThreadMaster, error: type[HerdError], op: str, **params: Any
-) -> HerdError:
-    before = running.api.dump()
-    with pytest.raises(error) as info:
-        run(running, op, **params)
-    assert running.api.dump() == before
-    return info.value
-
-
-def add_node(running: ThreadMaster, node: Any, **extra: Any) -> Any:
-    return run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port, **extra)
 
 
 def test_init_records_master_node_with_pinned_key_and_facts(cluster: Any) -> None:
@@ -100,14 +72,13 @@ def test_init_records_master_node_with_pinned_key_and_facts(cluster: Any) -> Non
 def test_second_init_is_refused(cluster: Any) -> None:
     running, lab = cluster
     n1 = lab.nodes[0]
-    unchanged_after(
+    fails_cleanly(
         running,
         ConflictError,
         "cluster.init",
         name="beta",
         master_node=n1.name,
-        primary_ip=n1.ip,
-        ssh_port=n1.port,
+        **lab_address(n1),
     )
 
 
@@ -126,15 +97,11 @@ def test_node_add_then_verify_is_clean(cluster: Any) -> None:
 def test_bad_node_adds_leave_cluster_unchanged(cluster: Any) -> None:
     running, lab = cluster
     n2, n3 = lab.nodes[1], lab.nodes[2]
-    err = unchanged_after(
-        running, ConflictError, "node.add", name=n2.name, primary_ip=n2.ip, ssh_port=n2.port
-    )
+    err = fails_cleanly(running, ConflictError, "node.add", name=n2.name, **lab_address(n2))
     assert err.details["field"] == "name"
-    err = unchanged_after(
-        running, ConflictError, "node.add", name="other", primary_ip=n3.ip, ssh_port=n3.port
-    )
+    err = fails_cleanly(running, ConflictError, "node.add", name="other", **lab_address(n3))
     assert err.details["field"] == "primary_ip" and err.details["node"] == n3.name
-    err = unchanged_after(
+    err = fails_cleanly(
         running,
         ValidationError,
         "node.add",
@@ -143,7 +110,7 @@ def test_bad_node_adds_leave_cluster_unchanged(cluster: Any) -> None:
         group="nosuchgroup",
     )
     assert err.details["field"] == "group"
-    err = unchanged_after(
+    err = fails_cleanly(
         running, ValidationError, "node.add", name="Bad_Name", primary_ip="10.77.250.250"
     )
     assert "name" in err.details["field"]
@@ -152,7 +119,7 @@ def test_bad_node_adds_leave_cluster_unchanged(cluster: Any) -> None:
 def test_unreachable_host_names_the_node(cluster: Any) -> None:
     running, lab = cluster
     prefix = lab.nodes[0].ip.rsplit(".", 1)[0]
-    err = unchanged_after(
+    err = fails_cleanly(
         running, NodeError, "node.add", name="ghost", primary_ip=f"{prefix}.250", ssh_port=22
     )
     assert "ghost" in err.message or f"{prefix}.250" in err.message
@@ -163,13 +130,12 @@ def test_wrong_host_key_is_refused_before_login(cluster: Any) -> None:
     n1, spare = lab.nodes[0], lab.nodes[2]
     run(running, "node.remove", name=spare.name)
     keys_before = authorized_keys(spare)
-    err = unchanged_after(
+    err = fails_cleanly(
         running,
         HostKeyMismatchError,
         "node.add",
         name=spare.name,
-        primary_ip=spare.ip,
-        ssh_port=spare.port,
+        **lab_address(spare),
         host_key=n1.host_key,
     )
     assert err.details["expected"] != err.details["presented"]
@@ -187,13 +153,12 @@ def test_failed_join_rolls_back_on_the_node(cluster: Any) -> None:
     blocker = spare.state_dir / "crypto" / "node.key"
     blocker.mkdir(parents=True)
     try:
-        unchanged_after(
+        fails_cleanly(
             running,
             HerdError,
             "node.add",
             name=spare.name,
-            primary_ip=spare.ip,
-            ssh_port=spare.port,
+            **lab_address(spare),
         )
         assert cluster_key not in authorized_keys(spare)
         assert not (spare.state_dir / "crypto" / "node.pem").exists()
@@ -207,8 +172,8 @@ def test_node_remove_drops_trust_and_refuses_master(cluster: Any) -> None:
     running, lab = cluster
     n1, n3 = lab.nodes[0], lab.nodes[2]
     cluster_key = running.api.query("cluster")["ssh_public_key"]
-    unchanged_after(running, PrerequisiteError, "node.remove", name=n1.name)
-    unchanged_after(running, ValidationError, "node.remove", name="nosuchnode")
+    fails_cleanly(running, PrerequisiteError, "node.remove", name=n1.name)
+    fails_cleanly(running, ValidationError, "node.remove", name="nosuchnode")
     assert cluster_key in authorized_keys(n3)
     run(running, "node.remove", name=n3.name)
     assert cluster_key not in authorized_keys(n3)
@@ -221,10 +186,10 @@ def test_node_modify_is_idempotent_and_checked(cluster: Any) -> None:
     n1, n2 = lab.nodes[0], lab.nodes[1]
     assert run(running, "node.modify", name=n2.name, drained=True)["changed"] is True
     assert run(running, "node.modify", name=n2.name, drained=True)["changed"] is False
-    unchanged_after(
+    fails_cleanly(
         running, ValidationError, "node.modify", name=n2.name, offline=True, master_candidate=True
     )
-    unchanged_after(running, PrerequisiteError, "node.modify", name=n1.name, offline=True)
+    fails_cleanly(running, PrerequisiteError, "node.modify", name=n1.name, offline=True)
     result = run(running, "node.modify", name=n2.name, offline=True, drained=False)
     assert result["changes"]["master_candidate"]["after"] is False
     report = run(running, "cluster.verify")
@@ -243,17 +208,17 @@ def test_groups_add_move_rename_remove(cluster: Any) -> None:
     running, lab = cluster
     n3 = lab.nodes[2]
     run(running, "group.add", name="rack2", alloc_policy="last_resort")
-    unchanged_after(running, ConflictError, "group.add", name="rack2")
-    unchanged_after(running, ValidationError, "group.add", name="rack3", alloc_policy="sometimes")
+    fails_cleanly(running, ConflictError, "group.add", name="rack2")
+    fails_cleanly(running, ValidationError, "group.add", name="rack3", alloc_policy="sometimes")
     run(running, "node.modify", name=n3.name, group="rack2")
     assert running.api.query("nodes", [n3.name])[0]["group_name"] == "rack2"
-    unchanged_after(running, PrerequisiteError, "group.remove", name="rack2")
+    fails_cleanly(running, PrerequisiteError, "group.remove", name="rack2")
     run(running, "group.rename", name="rack2", new_name="row2")
     assert running.api.query("nodes", [n3.name])[0]["group_name"] == "row2"
     run(running, "node.modify", name=n3.name, group="default")
     run(running, "group.remove", name="row2")
     assert [g["name"] for g in running.api.query("nodegroups")] == ["default"]
-    unchanged_after(running, PrerequisiteError, "group.remove", name="default")
+    fails_cleanly(running, PrerequisiteError, "group.remove", name="default")
 
 
 def test_cluster_modify_and_config_restore_round_trip(cluster: Any) -> None:
@@ -262,33 +227,21 @@ def test_cluster_modify_and_config_restore_round_trip(cluster: Any) -> None:
     result = run(running, "cluster.modify", tags=["prod"], candidate_pool_size=3)
     assert set(result["changes"]) == {"tags", "candidate_pool_size"}
     assert run(running, "cluster.modify", tags=["prod"])["changed"] is False
-    unchanged_after(running, ValidationError, "cluster.modify", enabled_hypervisors=["xen"])
-    unchanged_after(running, ValidationError, "cluster.modify", drbd_port_range="20-10")
+    fails_cleanly(running, ValidationError, "cluster.modify", enabled_hypervisors=["xen"])
+    fails_cleanly(running, ValidationError, "cluster.modify", drbd_port_range="20-10")
     run(running, "config.restore", data=saved)
     restored = running.api.query("cluster")
     assert restored["tags"] == [] and restored["candidate_pool_size"] == 10
     broken = {**saved, "objects": {**saved["objects"], "node": [{"name": 5}]}}
-    unchanged_after(running, ValidationError, "config.restore", data=broken)
+    fails_cleanly(running, ValidationError, "config.restore", data=broken)
     report = run(running, "cluster.verify")
     assert report["ok"], report["problems"]
 
 
-def test_verify_and_add_report_a_dead_node(
-    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
-    running = start_thread_master(tmp_path)
-    try:
+def test_verify_and_add_report_a_dead_node(scratch_lab: Any, tmp_path: Path) -> None:
+    with lab_master(scratch_lab.key_path, tmp_path) as running:
         s1, s2 = scratch_lab.nodes
-        run(
-            running,
-            "cluster.init",
-            name="scratch",
-            master_node=s1.name,
-            primary_ip=s1.ip,
-            ssh_port=s1.port,
-        )
-        add_node(running, s2)
+        form_cluster(running, scratch_lab.nodes, "scratch")
         s2.kill_sshd()
         report = run(running, "cluster.verify")
         assert not report["ok"]
@@ -303,8 +256,6 @@ def test_verify_and_add_report_a_dead_node(
         with pytest.raises(HerdError):
             running.api.query("cluster")
         assert not (running.state_dir / "crypto").exists()
-    finally:
-        running.stop()
 
 
 def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: Any) -> None:
@@ -321,8 +272,7 @@ def test_concurrent_adds_of_one_address_admit_one_and_keep_it_intact(cluster: An
                     {
                         "op": "node.add",
                         "name": name,
-                        "primary_ip": n3.ip,
-                        "ssh_port": n3.port,
+                        **lab_address(n3),
                         "group": group,
                     }
                 ]

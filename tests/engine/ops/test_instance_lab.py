@@ -12,20 +12,24 @@ from typing import Any
 import pytest
 
 from herd.errors import HerdError, NodeError, PrerequisiteError, ValidationError
-from tests.engine.harness import ThreadMaster, start_thread_master
+from tests.engine.harness import ThreadMaster
+from tests.engine.ops.labsupport import (
+    TINY,
+    disk_files,
+    disk_images,
+    fails_cleanly,
+    fake_cluster,
+    file_instance,
+    form_cluster,
+    guest_pids,
+    instance,
+    lab_master,
+    lab_node,
+    run,
+)
+from tests.engine.ops.labsupport import install_os as install_os  # still imported from here
 
 pytestmark = pytest.mark.lab
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def install_os(node: Any) -> None:
-    """What the node role does on real hosts: put our OS definition in the search path."""
-    os_dir = node.state_dir / "os"
-    os_dir.mkdir(parents=True, exist_ok=True)
-    link = os_dir / "herd-image"
-    if not link.exists():
-        link.symlink_to(REPO / "os" / "herd-image")
 
 
 @pytest.fixture(scope="module")
@@ -33,80 +37,8 @@ def cluster(
     lab_cluster: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ThreadMaster, Any]]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab_cluster.key_path)
-    running = start_thread_master(tmp_path_factory.mktemp("master"))
-    n1 = lab_cluster.nodes[0]
-    try:
-        run(
-            running,
-            "cluster.init",
-            name="inst",
-            master_node=n1.name,
-            primary_ip=n1.ip,
-            ssh_port=n1.port,
-            enabled_hypervisors=["fake"],
-            enabled_disk_templates=["file", "sharedfile"],
-            beparams={"memory": 64},
-        )
-        for node in lab_cluster.nodes[1:]:
-            run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
-        for node in lab_cluster.nodes:
-            install_os(node)
+    with fake_cluster(lab_cluster, tmp_path_factory.mktemp("master"), "inst") as running:
         yield running, lab_cluster
-    finally:
-        for inst in running.api.query("instances"):
-            run(
-                running,
-                "instance.remove",
-                name=inst["name"],
-                shutdown_timeout=0,
-                ignore_failures=True,
-            )
-        running.stop()
-        mp.undo()
-
-
-def run(running: ThreadMaster, op: str, **params: Any) -> Any:
-    return running.api.run([{"op": op, **params}], timeout=120)
-
-
-def fails_cleanly(
-    running: ThreadMaster, error: type[HerdError], op: str, **params: Any
-) -> HerdError:
-    before = running.api.dump()
-    with pytest.raises(error) as info:
-        run(running, op, **params)
-    assert running.api.dump() == before
-    return info.value
-
-
-def instance(running: ThreadMaster, name: str) -> dict[str, Any]:
-    return running.api.query("instances", [name])[0]
-
-
-def lab_node(lab: Any, name: str) -> Any:
-    return next(n for n in lab.nodes if n.name == name)
-
-
-def guest_pids(node: Any, name: str) -> list[int]:
-    """Fake guests are real processes: look for one inside the node's namespace."""
-    out = subprocess.run(
-        ["ip", "netns", "pids", node.netns], capture_output=True, text=True, check=True
-    ).stdout.split()
-    found = []
-    for pid in out:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"herd.node.hv.fake_guest" in b" ".join(cmdline) and name.encode() in cmdline:
-            found.append(int(pid))
-    return found
-
-
-def disk_files(node: Any) -> list[Path]:
-    return sorted((node.state_dir / "file-storage").rglob("*.img"))
 
 
 def test_create_installs_os_and_starts(cluster: Any) -> None:
@@ -115,19 +47,14 @@ def test_create_installs_os_and_starts(cluster: Any) -> None:
     result = run(
         running,
         "instance.add",
-        name="web1",
-        disk_template="file",
-        disks=["64M"],
-        os="herd-image+tiny",
-        primary_node=n2.name,
-        tags=["web"],
+        **file_instance("web1", "64M", os=TINY, primary_node=n2.name, tags=["web"]),
     )
     assert result["primary_node"] == n2.name
     inst = instance(running, "web1")
     assert inst["admin_state"] == "up" and inst["primary_node_name"] == n2.name
     assert inst["disks"][0]["size_mib"] == 64 and inst["nics"][0]["mac"].startswith("aa:00:00")
     assert len(guest_pids(n2, "web1")) == 1
-    (image,) = [f for f in disk_files(n2) if inst["disks"][0]["uuid"] in f.name]
+    (image,) = disk_images(n2, inst)
     assert image.stat().st_size == 64 * 1024 * 1024
     parts = subprocess.run(
         ["sfdisk", "-J", str(image)], capture_output=True, text=True, check=True
@@ -139,57 +66,20 @@ def test_duplicate_and_bad_creates_leave_nothing(cluster: Any) -> None:
     running, lab = cluster
     n2 = lab.nodes[1]
     files = disk_files(n2)
-    fails_cleanly(
-        running,
-        PrerequisiteError,
-        "instance.add",
-        name="web1",
-        disk_template="file",
-        disks=["64M"],
-        os="herd-image+tiny",
-        primary_node=n2.name,
-    )
-    err = fails_cleanly(
-        running,
-        ValidationError,
-        "instance.add",
-        name="web2",
-        disk_template="plain",
-        disks=["64M"],
-        os="herd-image+tiny",
-    )
+
+    def add(error: type[HerdError], name: str, size: str = "64M", **extra: Any) -> HerdError:
+        return fails_cleanly(
+            running, error, "instance.add", **file_instance(name, size, os=TINY, **extra)
+        )
+
+    add(PrerequisiteError, "web1", primary_node=n2.name)
+    err = add(ValidationError, "web2", disk_template="plain")
     assert err.details["field"] == "disk_template"
-    err = fails_cleanly(
-        running,
-        ValidationError,
-        "instance.add",
-        name="web2",
-        disk_template="file",
-        disks=["64M"],
-        os="herd-image+tiny",
-        hvparams={"vnc": True},
-    )
+    err = add(ValidationError, "web2", hvparams={"vnc": True})
     assert err.details["field"] == "ops[0].hvparams.vnc"  # refused at submit
-    err = fails_cleanly(
-        running,
-        ValidationError,
-        "instance.add",
-        name="web2",
-        disk_template="file",
-        disks=["64X"],
-        os="herd-image+tiny",
-    )
+    err = add(ValidationError, "web2", "64X")
     assert err.details["field"] == "ops[0].disks[0].size"  # refused at submit
-    err = fails_cleanly(
-        running,
-        PrerequisiteError,
-        "instance.add",
-        name="web2",
-        disk_template="file",
-        disks=["15T"],
-        os="herd-image+tiny",
-        primary_node=n2.name,
-    )
+    err = add(PrerequisiteError, "web2", "15T", primary_node=n2.name)
     assert "disk" in err.message
     assert disk_files(n2) == files
 
@@ -203,11 +93,7 @@ def test_broken_os_install_rolls_back_disks(cluster: Any) -> None:
         running,
         HerdError,
         "instance.add",
-        name="broken",
-        disk_template="file",
-        disks=["32M"],
-        os="herd-image+tiny",
-        primary_node=n3.name,
+        **file_instance("broken", "32M", os=TINY, primary_node=n3.name),
         osparams={"no_such_param": "x"},
     )
     assert disk_files(n3) == files
@@ -243,7 +129,7 @@ def test_modify_is_idempotent_and_grows_disks(cluster: Any) -> None:
     run(running, "instance.modify", name="web1", disk_grow={"index": 0, "size": "128M"})
     inst = instance(running, "web1")
     assert inst["disks"][0]["size_mib"] == 128
-    (image,) = [f for f in disk_files(n2) if inst["disks"][0]["uuid"] in f.name]
+    (image,) = disk_images(n2, inst)
     assert image.stat().st_size == 128 * 1024 * 1024
     fails_cleanly(
         running,
@@ -261,7 +147,7 @@ def test_rename_and_reinstall_need_a_stopped_instance(cluster: Any) -> None:
     run(running, "instance.stop", name="web1")
     run(running, "instance.rename", name="web1", new_name="www1")
     assert [i["name"] for i in running.api.query("instances")] == ["www1"]
-    assert run(running, "instance.reinstall", name="www1")["os"] == "herd-image+tiny"
+    assert run(running, "instance.reinstall", name="www1")["os"] == TINY
     run(running, "instance.rename", name="www1", new_name="web1")
 
 
@@ -298,27 +184,12 @@ def test_sharedfile_instance_migrates_and_fails_over(cluster: Any) -> None:
 def test_allocator_places_and_dry_run_changes_nothing(cluster: Any) -> None:
     running, lab = cluster
     before = running.api.dump()
-    result = run(
-        running,
-        "instance.add",
-        name="auto1",
-        disk_template="file",
-        disks=["16M"],
-        install=False,
-        dry_run=True,
-    )
+    auto1 = file_instance("auto1", "16M", install=False)
+    result = run(running, "instance.add", **auto1, dry_run=True)
     assert result["changed"] is False
     assert result["primary_node"] in {n.name for n in lab.nodes}
     assert running.api.dump() == before
-    placed = run(
-        running,
-        "instance.add",
-        name="auto1",
-        disk_template="file",
-        disks=["16M"],
-        install=False,
-        start=False,
-    )
+    placed = run(running, "instance.add", **auto1, start=False)
     assert instance(running, "auto1")["primary_node_name"] == placed["primary_node"]
     run(running, "instance.remove", name="auto1")
 
@@ -328,32 +199,24 @@ def test_remove_cleans_every_node(cluster: Any) -> None:
     inst = instance(running, "web1")
     node = lab_node(lab, inst["primary_node_name"])
     run(running, "instance.remove", name="web1")
-    assert not [f for f in disk_files(node) if inst["disks"][0]["uuid"] in f.name]
+    assert not disk_images(node, inst)
     assert guest_pids(node, "web1") == []
     assert "web1" not in [i["name"] for i in running.api.query("instances")]
 
 
-def test_node_dying_mid_create_leaves_no_config(
-    scratch_lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_node_dying_mid_create_leaves_no_config(scratch_lab: Any, tmp_path: Path) -> None:
     """The primary dies while the OS script runs: the job fails naming the node, the
     config holds nothing of the instance, and the rollback either cleaned the node or
     reports what it could not undo."""
-    monkeypatch.setenv("HERD_BOOTSTRAP_KEY", scratch_lab.key_path)
-    running = start_thread_master(tmp_path)
-    s1, s2 = scratch_lab.nodes
-    try:
-        run(
+    s2 = scratch_lab.nodes[1]
+    with lab_master(scratch_lab.key_path, tmp_path) as running:
+        form_cluster(
             running,
-            "cluster.init",
-            name="dying",
-            master_node=s1.name,
-            primary_ip=s1.ip,
-            ssh_port=s1.port,
+            scratch_lab.nodes,
+            "dying",
             enabled_hypervisors=["fake"],
             enabled_disk_templates=["file"],
         )
-        run(running, "node.add", name=s2.name, primary_ip=s2.ip, ssh_port=s2.port)
         slow = s2.state_dir / "os" / "slow"
         slow.mkdir(parents=True)
         (slow / "ganeti_api_version").write_text("20\n")
@@ -388,5 +251,3 @@ def test_node_dying_mid_create_leaves_no_config(
         # the disk, or it reports exactly what it could not undo. Never silence.
         assert err.details.get("rollback_failed") or not disk_files(s2), doc["log"]
         assert running.api.query("instances") == []
-    finally:
-        running.stop()

@@ -6,11 +6,11 @@ process and its disk a real sparse file whose content is compared byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +21,19 @@ import pytest
 
 from herd.errors import HerdError, ValidationError
 from tests.conftest import make_lab
-from tests.engine.harness import ThreadMaster, start_thread_master
-from tests.engine.ops.test_instance_lab import disk_files, guest_pids, install_os
+from tests.engine.harness import ThreadMaster
+from tests.engine.ops.labsupport import (
+    BLANK,
+    TINY,
+    disk_files,
+    disk_images,
+    fake_cluster,
+    file_instance,
+    guest_pids,
+    lab_node,
+    netns_cmdlines,
+    run,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -52,17 +63,29 @@ esac
 
 
 class Side:
+    """One of the two clusters: its lab and its master."""
+
     def __init__(self, name: str, lab: Any, master: ThreadMaster) -> None:
         self.name, self.lab, self.master = name, lab, master
 
     def run(self, op: str, **params: Any) -> Any:
-        return self.master.api.run([{"op": op, **params}], timeout=300)
+        return run(self.master, op, **params)
 
     def instances(self) -> list[dict[str, Any]]:
         return self.master.api.query("instances")
 
+    def find(self, name: str) -> dict[str, Any] | None:
+        return next((i for i in self.instances() if i["name"] == name), None)
+
+    def add_file(self, name: str, size: str, **extra: Any) -> dict[str, Any]:
+        """Add a file instance; its record as the cluster holds it, for later comparison."""
+        self.run("instance.add", **file_instance(name, size, **extra))
+        inst = self.find(name)
+        assert inst is not None, f"{name} missing from {self.name} after instance.add"
+        return inst
+
     def node(self, name: str) -> Any:
-        return next(n for n in self.lab.nodes if n.name == name)
+        return lab_node(self.lab, name)
 
 
 @pytest.fixture(scope="module")
@@ -80,47 +103,30 @@ def clusters(
     tmp_path_factory: pytest.TempPathFactory,
     custom_tool: str,
 ) -> Iterator[tuple[Side, Side]]:
-    labs = [make_lab("m", 2), make_lab("n", 2)]
-    sides = []
-    mp = pytest.MonkeyPatch()
-    try:
+    """East and west, each on a two-node lab of its own; west shares east's domain secret."""
+    with contextlib.ExitStack() as stack:
+        sides = []
         secret = None
-        for name, gen in zip(("east", "west"), labs, strict=True):
-            lab = next(gen)
-            mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-            master = start_thread_master(tmp_path_factory.mktemp(name))
-            side = Side(name, lab, master)
-            sides.append(side)
-            n1 = lab.nodes[0]
-            extra = {"domain_secret": secret} if secret else {}
-            side.run(
-                "cluster.init",
-                name=name,
-                master_node=n1.name,
-                primary_ip=n1.ip,
-                ssh_port=n1.port,
-                enabled_hypervisors=["fake"],
+        for name, suffix in (("east", "m"), ("west", "n")):
+            labs = make_lab(suffix, 2)
+            lab = next(labs)
+            stack.callback(labs.close)
+            cluster = fake_cluster(
+                lab,
+                tmp_path_factory.mktemp(name),
+                name,
                 enabled_disk_templates=["file", "plain"],
                 compression_tools=[custom_tool],
-                **extra,
+                **({"domain_secret": secret} if secret else {}),
             )
+            master = stack.enter_context(cluster)
             secret = master.master.store.list("cluster")[0].domain_secret
-            for node in lab.nodes[1:]:
-                side.run("node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
-            for node in lab.nodes:
-                install_os(node)
+            sides.append(Side(name, lab, master))
         yield sides[0], sides[1]
-    finally:
-        for side in sides:
-            side.master.stop()
-        for gen in labs:
-            gen.close()
-        mp.undo()
 
 
 def image_of(side: Side, inst: dict[str, Any]) -> Path:
-    node = side.node(inst["primary_node_name"])
-    (path,) = [f for f in disk_files(node) if inst["disks"][0]["uuid"] in f.name]
+    (path,) = disk_images(side.node(inst["primary_node_name"]), inst)
     return path
 
 
@@ -138,15 +144,7 @@ def write_data(path: Path, offsets_mib: list[int], size_mib: int = 1) -> None:
 def test_intra_cluster_move_sends_only_data(clusters: tuple[Side, Side]) -> None:
     east, _ = clusters
     n1, n2 = east.lab.nodes
-    east.run(
-        "instance.add",
-        name="sparse1",
-        disk_template="file",
-        disks=["1G"],
-        os="herd-image+blank",
-        primary_node=n1.name,
-    )
-    inst = east.instances()[0]
+    inst = east.add_file("sparse1", "1G", os=BLANK, primary_node=n1.name)
     image = image_of(east, inst)
     write_data(image, [10, 500, 900])
     before = sha(image)
@@ -166,15 +164,7 @@ def test_intra_cluster_move_sends_only_data(clusters: tuple[Side, Side]) -> None
 def test_cipher_choice_is_policed(clusters: tuple[Side, Side]) -> None:
     east, west = clusters
     n1, n2 = east.lab.nodes
-    east.run(
-        "instance.add",
-        name="ciph1",
-        disk_template="file",
-        disks=["16M"],
-        install=False,
-        primary_node=n1.name,
-        start=False,
-    )
+    east.add_file("ciph1", "16M", install=False, primary_node=n1.name, start=False)
     try:
         with pytest.raises(ValidationError) as err:
             east.run(
@@ -211,15 +201,7 @@ def test_cross_cluster_move_with_each_compression(
 ) -> None:
     east, west = clusters
     name = f"mv-{compression}"
-    east.run(
-        "instance.add",
-        name=name,
-        disk_template="file",
-        disks=["48M"],
-        os="herd-image+tiny",
-        primary_node=east.lab.nodes[0].name,
-    )
-    inst = next(i for i in east.instances() if i["name"] == name)
+    inst = east.add_file(name, "48M", os=TINY, primary_node=east.lab.nodes[0].name)
     digest = sha(image_of(east, inst))
     result = east.run(
         "instance.move",
@@ -229,8 +211,8 @@ def test_cross_cluster_move_with_each_compression(
     )
     assert result["dest_instance"] == name
     assert name not in [i["name"] for i in east.instances()]
-    arrived = next(i for i in west.instances() if i["name"] == name)
-    assert arrived["admin_state"] == "up"
+    arrived = west.find(name)
+    assert arrived is not None and arrived["admin_state"] == "up"
     assert [n["mac"] for n in arrived["nics"]] == [n["mac"] for n in inst["nics"]]
     assert sha(image_of(west, arrived)) == digest
     assert len(guest_pids(west.node(arrived["primary_node_name"]), name)) == 1
@@ -239,14 +221,8 @@ def test_cross_cluster_move_with_each_compression(
 
 def test_a_foreign_domain_secret_is_refused(clusters: tuple[Side, Side]) -> None:
     east, west = clusters
-    east.run(
-        "instance.add",
-        name="stranger",
-        disk_template="file",
-        disks=["16M"],
-        install=False,
-        primary_node=east.lab.nodes[0].name,
-        start=False,
+    east.add_file(
+        "stranger", "16M", install=False, primary_node=east.lab.nodes[0].name, start=False
     )
     saved = west.master.master.store.list("cluster")[0].domain_secret
     try:
@@ -262,18 +238,12 @@ def test_a_foreign_domain_secret_is_refused(clusters: tuple[Side, Side]) -> None
 
 
 def worker_pids(node: Any) -> list[int]:
-    out = subprocess.run(
-        ["ip", "netns", "pids", node.netns], capture_output=True, text=True, check=True
-    ).stdout.split()
-    found = []
-    for pid in out:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"herd.node.transfer.worker" in cmd:
-            found.append(int(pid))
-    return found
+    """The node's transfer workers (one per stream), to kill as a crash would."""
+    return [
+        pid
+        for pid, argv in netns_cmdlines(node).items()
+        if b"herd.node.transfer.worker" in b" ".join(argv)
+    ]
 
 
 def test_killed_transfer_leaves_source_intact_and_destination_clean(
@@ -281,15 +251,7 @@ def test_killed_transfer_leaves_source_intact_and_destination_clean(
 ) -> None:
     east, west = clusters
     src = east.lab.nodes[0]
-    east.run(
-        "instance.add",
-        name="victim",
-        disk_template="file",
-        disks=["64M"],
-        os="herd-image+blank",
-        primary_node=src.name,
-    )
-    inst = east.instances()[0]
+    inst = east.add_file("victim", "64M", os=BLANK, primary_node=src.name)
     image = image_of(east, inst)
     write_data(image, list(range(0, 64, 2)))
     before = sha(image)

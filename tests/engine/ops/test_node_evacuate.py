@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from herd.errors import PrerequisiteError
-from tests.engine.harness import ThreadMaster, start_thread_master
-from tests.engine.ops.test_instance_lab import (
-    disk_files,
+from tests.engine.harness import ThreadMaster
+from tests.engine.ops.labsupport import (
+    BLANK,
+    disk_images,
     fails_cleanly,
+    fake_cluster,
     guest_pids,
-    install_os,
     instance,
     lab_node,
     run,
@@ -31,26 +32,8 @@ INSTANCES = {"cold1": "sharedfile", "copy1": "file", "live1": "sharedfile"}
 @contextlib.contextmanager
 def evacuation_cluster(lab: Any, base: Path) -> Iterator[ThreadMaster]:
     """A cluster on three lab nodes with the three instances on node A (not the master)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HERD_BOOTSTRAP_KEY", lab.key_path)
-    running = start_thread_master(base)
-    n1, a, _ = lab.nodes
-    try:
-        run(
-            running,
-            "cluster.init",
-            name="evac",
-            master_node=n1.name,
-            primary_ip=n1.ip,
-            ssh_port=n1.port,
-            enabled_hypervisors=["fake"],
-            enabled_disk_templates=["file", "sharedfile"],
-            beparams={"memory": 64},
-        )
-        for node in lab.nodes[1:]:
-            run(running, "node.add", name=node.name, primary_ip=node.ip, ssh_port=node.port)
-        for node in lab.nodes:
-            install_os(node)
+    a = lab.nodes[1]
+    with fake_cluster(lab, base, "evac") as running:
         for name, template in INSTANCES.items():
             run(
                 running,
@@ -58,22 +41,11 @@ def evacuation_cluster(lab: Any, base: Path) -> Iterator[ThreadMaster]:
                 name=name,
                 disk_template=template,
                 disks=["16M"],
-                os="herd-image+blank",
+                os=BLANK,
                 primary_node=a.name,
                 start=name != "cold1",
             )
         yield running
-    finally:
-        for inst in running.api.query("instances"):
-            run(
-                running,
-                "instance.remove",
-                name=inst["name"],
-                shutdown_timeout=0,
-                ignore_failures=True,
-            )
-        running.stop()
-        mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +113,7 @@ def test_evacuate_moves_every_instance_in_its_own_job(evac: Any) -> None:
     cold = instance(running, "cold1")
     assert cold["admin_state"] == "down"
     assert guest_pids(lab_node(lab, cold["primary_node_name"]), "cold1") == []
-    copy_disk = instance(running, "copy1")["disks"][0]["uuid"]
-    assert not [f for f in disk_files(a) if copy_disk in f.name]
+    assert not disk_images(a, instance(running, "copy1"))
 
 
 def test_evacuating_again_has_nothing_to_do(evac: Any) -> None:
