@@ -133,14 +133,16 @@ class Guest:
         except (OSError, ValueError, KeyError, TypeError):
             return False
         ok = digest.hexdigest() == header.get("sha256")
-        conn.sendall(
-            json.dumps({"ok": ok, "sha256": digest.hexdigest(), "bytes": received}).encode() + b"\n"
-        )
         if ok:
+            # Recorded before the sender hears of it: the sender's next step is asking
+            # this node to resume the copy, which reads this status.
             self.boots = int(header.get("boots", 0))
             self.migration = {"bytes": received, "sha256": digest.hexdigest(), "time": time.time()}
             self.phase = "received"
             self.write_status()
+        conn.sendall(
+            json.dumps({"ok": ok, "sha256": digest.hexdigest(), "bytes": received}).encode() + b"\n"
+        )
         return ok
 
     def wait_resume(self) -> bool:

@@ -105,6 +105,8 @@ TLS_ID = "migration-tls"
 AUTHZ_ID = "migration-authz"
 #: Seconds between attempts to reach a starting qemu's monitor.
 READY_POLL = 0.1
+#: Seconds an incoming qemu may take to load the last of a completed migration.
+MIGRATION_LAND_TIMEOUT = 30.0
 
 
 @register_hypervisor
@@ -304,7 +306,7 @@ class KvmHypervisor(Hypervisor):
             if not success:
                 self.stop(name, 0.0, force=True)
                 return {"changed": True, "role": "target", "state": None}
-            qemu_status = self._qmp(name, "query-status")["status"] if self._alive(name) else None
+            qemu_status = self._landed_status(name)
             if qemu_status not in ("running", "paused"):
                 raise NodeError(
                     f"no complete migration of {name} arrived here (qemu: {qemu_status})",
@@ -522,6 +524,21 @@ class KvmHypervisor(Hypervisor):
         if runtime is None or runtime["status"] != "running" or not self._alive(name):
             raise PrerequisiteError(f"instance {name} is not running on this node", name=name)
         return runtime
+
+    def _landed_status(self, name: str) -> str | None:
+        """The incoming qemu's status once the stream has landed, None if it is gone.
+
+        The source reports the migration completed when it has sent the last bytes; the
+        target may still be loading them ("inmigrate") when it is told to resume, all the
+        longer on a loaded host, so it is given a bounded while to finish.
+        """
+        deadline = time.monotonic() + MIGRATION_LAND_TIMEOUT
+        while self._alive(name):
+            status: str = self._qmp(name, "query-status")["status"]
+            if status != "inmigrate" or time.monotonic() >= deadline:
+                return status
+            time.sleep(READY_POLL)
+        return None
 
     def _qmp(self, name: str, command: str, timeout: float | None = None) -> Any:
         with QMPClient(self._paths(name)["qmp"]) as qmp:
