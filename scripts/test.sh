@@ -10,4 +10,7 @@ ruff format --check .
 (cd engine && python3 -m mypy)
 # ansible-test sanity, full default set, on the tarball the collection ships as.
 bash tests/ansible/run-sanity.sh
+# ansible-test units on the same tarball, and antsibull-docs' lint of every plugin's docs.
+bash tests/ansible/run-units.sh
+bash tests/ansible/run-docs-lint.sh
 python3 -m pytest -q "$@"
