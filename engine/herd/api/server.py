@@ -148,6 +148,10 @@ class Router:
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: Buffered: an answer's head and body leave in one write when the request is done
+    #: (http.server flushes then). Written apart, the body of every answer waited for the
+    #: client's delayed ACK of the head (Nagle), ~40 ms a request (bench/bench_https_get.py).
+    wbufsize = -1
     server: _APIServer
 
     def do_GET(self) -> None:
@@ -256,6 +260,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class _HTTPSRequestHandler(_RequestHandler):
     timeout = IDLE_TIMEOUT
+    #: TCP_NODELAY (socketserver sets it in setup): the first answer on a connection would
+    #: otherwise wait for the client to ACK the TLS session tickets sent after the handshake.
+    disable_nagle_algorithm = True
     server: HTTPSAPIServer
 
     def setup(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from herd.api.server import Router, UnixAPIServer
+from herd.api.server import _HTTPSRequestHandler as HTTPSRequestHandler
 from herd.errors import ConflictError, HerdError
 from tests.engine.harness import ThreadMaster
 
@@ -183,3 +185,50 @@ def test_a_nan_in_an_error_is_said_as_text(herd_master: ThreadMaster) -> None:
     with pytest.raises(HerdError) as exc:
         err("GET", "/v1/jobs/1/wait", query={"timeout": "nan"})
     assert exc.value.details["value"] == "nan"
+
+
+class _Wire(io.RawIOBase):
+    """The bytes a handler hands to the socket, one entry per write."""
+
+    def __init__(self, writes: list[bytes]) -> None:
+        self.writes = writes
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+class _RecordingConnection:
+    """Stands in for an accepted socket: reads ``request``, records what is written."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.writes: list[bytes] = []
+
+    def makefile(self, mode: str, buffering: int = -1) -> Any:
+        if "r" in mode:
+            return io.BufferedReader(io.BytesIO(self.request))
+        return io.BufferedWriter(_Wire(self.writes)) if buffering else _Wire(self.writes)
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass
+
+
+def test_an_answer_leaves_in_one_write(server: UnixAPIServer) -> None:
+    """Head and body written apart meet Nagle and delayed ACKs over TCP: ~40 ms of stall
+    on every small HTTPS answer (bench/bench_https_get.py)."""
+    conn = _RecordingConnection(b"GET /v1/echo?a=1 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    server.RequestHandlerClass(conn, "unix", server)
+    (answer,) = conn.writes
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == {"query": {"a": "1"}}
+
+
+def test_https_connections_do_not_wait_for_delayed_acks() -> None:
+    assert HTTPSRequestHandler.disable_nagle_algorithm is True
