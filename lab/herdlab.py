@@ -15,6 +15,10 @@ Layout (all names derive from the lab name, so ``down`` can always find them aga
   namespace ``hl-<name>-n<i>`` with ``eth0`` = 10.77.<index>.<10+i>/16.  All labs sit on
   the one bridge with a /16 prefix, so two labs (two clusters) reach each other directly,
   as clusters that move instances between them must;
+* every node has its own bridge ``br0`` (no uplink: guests on one node reach each other
+  only), the bridge a cluster's NICs attach to by default, as on a real node, and
+  ``/dev/net/tun`` gets the mode udev gives it there, so the unprivileged qemu can use
+  its tap;
 * inside each node's private mount namespace: a tmpfs on /run (sshd's privsep dir), the
   node's own data directory bind-mounted on /var/lib/herd-node, and a passwd copy whose
   root home is the node's own empty home (no heavy ~/.bashrc on every exec) and which
@@ -27,6 +31,7 @@ repository's ``.lab/``); the root must not live under /run, which nodes mount ov
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +53,13 @@ FABRIC_NS = "herdlab-fabric"
 BRIDGE = "br0"
 HOST_VETH = "herdlab0"
 FABRIC_HOST_PORT = "host"
+#: The bridge inside every node: the engine's default ``nicparams.link``, so an instance
+#: with a NIC starts on the lab with the cluster defaults, as on a real node.
+NODE_BRIDGE = "br0"
+#: Opened by each kvm guest with a NIC, as the unprivileged qemu user.
+TUN_DEVICE = "/dev/net/tun"
+#: Builds (once per machine) the kernel and initrd the lab's kvm instances boot.
+TINY_GUEST_BUILDER = Path(__file__).resolve().parent / "build-tiny-guest.py"
 NETWORK = ipaddress.ip_network("10.77.0.0/16")
 CONTROLLER_IP = "10.77.0.1"
 NODE_STATE_PATH = "/var/lib/herd-node"
@@ -156,6 +168,7 @@ def up(
                 return existing
             _teardown(existing.name, root, existing)
         _ensure_fabric()
+        _open_tun_device()
         ports = _fabric_ports()
         index = labkit.free_index(Lab, root, lambda i: any(p.startswith(f"v{i}n") for p in ports))
         lab = labkit.new_state(Lab, name, root, nodes, _plan_node, index=index, owner_pid=owner_pid)
@@ -249,6 +262,19 @@ def _ensure_fabric() -> None:
     _run(["ip", "link", "set", HOST_VETH, "up"])
 
 
+def _open_tun_device() -> None:
+    """Give ``/dev/net/tun`` the mode udev gives it on every Debian node (0666).
+
+    kvm's qemu runs as the unprivileged ``herd-qemu`` and opens its tap by name, which
+    needs the device open to all; a host without udev (a container) keeps the kernel's
+    0600 and every instance with a NIC fails to start.  Who may use a tap is still
+    decided per tap, by its owner, which kvm sets to ``herd-qemu``.
+    """
+    tun = Path(TUN_DEVICE)
+    if tun.exists() and tun.stat().st_mode & 0o666 != 0o666:
+        tun.chmod(0o666)
+
+
 def _forget_neighbours(index: int) -> None:
     """Drop ARP entries left by an earlier lab with this index.
 
@@ -302,6 +328,8 @@ def _build_node_network(lab: Lab, node: LabNode) -> None:
     _run([*ns, "addr", "add", f"{node.ip}/{NETWORK.prefixlen}", "dev", "eth0"])
     _run([*ns, "link", "set", "lo", "up"])
     _run([*ns, "link", "set", "eth0", "up"])
+    _run([*ns, "link", "add", NODE_BRIDGE, "type", "bridge"])
+    _run([*ns, "link", "set", NODE_BRIDGE, "up"])
 
 
 def _sshd_config(lab: Lab, node: LabNode) -> str:
@@ -471,6 +499,8 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     state, so host key checking stays on), the sshd drop-in path each node checks (nodes
     share the host's /etc, so the default would be the host's own), and the master's
     state directory and socket inside the lab directory so ``down`` removes them too.
+    ``herd_cluster_settings`` (:func:`cluster_settings`) sits in ``all.vars``, the lowest
+    precedence, so any settings of a group or host replace these lab defaults.
     Groups: ``herd_masters`` holds ``controller``, this host, which the nodes reach at
     the lab's controller address; ``herd_nodes`` holds ``n1``..``nN``.
     """
@@ -517,6 +547,7 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
                 "herd_lab": lab.name,
                 "herd_python": sys.executable,
                 "herd_bootstrap_key": lab.key_path,
+                "herd_cluster_settings": cluster_settings(),
             },
             "children": {
                 "herd_masters": {"hosts": {"controller": controller}},
@@ -524,6 +555,38 @@ def inventory(name: str, root: Path = DEFAULT_ROOT) -> dict[str, Any]:
             },
         }
     }
+
+
+def cluster_settings() -> dict[str, Any]:
+    """Cluster settings whose defaults work on lab nodes.
+
+    Only the file templates: the host kernel has no device-mapper, so lab nodes have no
+    volume group for ``plain`` or ``drbd`` (the VM nodes of ``vmnodes.py`` have).  kvm
+    instances boot the tiny guest's kernel under software emulation (``/dev/kvm`` here
+    hangs a Debian kernel): herd-image's disks hold no boot loader, and firmware with
+    nothing to boot ignores the ACPI power button, so every stop would wait out the whole
+    shutdown timeout; the tiny guest powers off when the button is pressed.
+    """
+    guest = tiny_guest()
+    kvm = {
+        "acceleration": "tcg",
+        "kernel_path": guest["kernel"],
+        "initrd_path": guest["initrd"],
+        "kernel_args": "console=ttyS0 quiet panic=-1",
+    }
+    return {"enabled_disk_templates": ["file", "sharedfile"], "hvparams": {"kvm": kvm}}
+
+
+def tiny_guest() -> dict[str, str]:
+    """The tiny guest's ``kernel`` and ``initrd`` paths, built on first use, then cached
+    (lab nodes share this host's filesystem, so the paths hold on every node)."""
+    done = subprocess.run(
+        [sys.executable, str(TINY_GUEST_BUILDER)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise LabError(f"building the tiny guest failed: {done.stderr.strip()[-500:]}")
+    guest: dict[str, str] = json.loads(done.stdout)
+    return guest
 
 
 def known_host(ip: str, port: int) -> str:

@@ -34,9 +34,13 @@ def as_script_output(inventory: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     name = os.environ.get("HERD_LAB") or os.environ.get("HERD_MOLECULE_LAB", "")
     try:
-        listed = as_script_output(herdlab.inventory(name))
+        herdlab.load(name)
     except herdlab.LabError:
-        listed = {"_meta": {"hostvars": {}}}
+        listed: dict[str, Any] = {"_meta": {"hostvars": {}}}
+    else:
+        # Outside the try: a lab that exists but cannot be served (its tiny guest does
+        # not build) must fail the run, not pass for a lab that is not there.
+        listed = as_script_output(herdlab.inventory(name))
     if "--host" in argv:
         print(json.dumps(listed["_meta"]["hostvars"].get(argv[argv.index("--host") + 1], {})))
     else:

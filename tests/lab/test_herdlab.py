@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import herdlab
 import pytest
+
+from herd.config.model import DEFAULT_NICPARAMS
 
 pytestmark = pytest.mark.lab
 
@@ -64,6 +67,18 @@ def test_nodes_run_the_installed_agent(lab_cluster: herdlab.Lab, tmp_path: Path)
     node = lab_cluster.nodes[0]
     out = ssh(node, 'echo \'{"id": 1, "action": "ping"}\' | herd-node', tmp_path)
     assert f'"hostname":"{node.name}"' in out
+
+
+def test_every_node_has_the_bridge_the_cluster_default_nics_attach_to(
+    lab_cluster: herdlab.Lab,
+) -> None:
+    assert DEFAULT_NICPARAMS["link"] == herdlab.NODE_BRIDGE
+    for node in lab_cluster.nodes:
+        shown = json.loads(node.exec("ip", "-j", "-d", "link", "show", herdlab.NODE_BRIDGE).stdout)
+        assert shown[0]["linkinfo"]["info_kind"] == "bridge"
+        assert "UP" in shown[0]["flags"]
+    # Who may use a tap is its owner's business (kvm sets it); the device is open to all.
+    assert Path(herdlab.TUN_DEVICE).stat().st_mode & 0o666 == 0o666
 
 
 def test_up_again_reuses_a_healthy_lab(lab_cluster: herdlab.Lab) -> None:

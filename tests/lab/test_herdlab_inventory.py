@@ -77,3 +77,43 @@ def test_without_a_lab_the_script_lists_no_host() -> None:
         sys.executable, str(LAB / "herdlab_inventory.py"), "--list", env={"HERD_LAB": "nosuch"}
     )
     assert json.loads(done.stdout) == {"_meta": {"hostvars": {}}}
+
+
+def test_the_lab_cluster_settings_enable_only_what_lab_nodes_can_hold(
+    lab_cluster: herdlab.Lab,
+) -> None:
+    """No plain or drbd (lab nodes have no volume group); kvm boots the tiny guest."""
+    settings = herdlab.inventory(lab_cluster.name)["all"]["vars"]["herd_cluster_settings"]
+    assert settings["enabled_disk_templates"] == ["file", "sharedfile"]
+    kvm = settings["hvparams"]["kvm"]
+    assert kvm["acceleration"] == "tcg"
+    assert Path(kvm["kernel_path"]).is_file() and Path(kvm["initrd_path"]).is_file()
+
+
+def test_settings_of_a_group_replace_the_lab_defaults(
+    lab_cluster: herdlab.Lab, tmp_path: Path
+) -> None:
+    """As a Molecule scenario's inventory.yml sets them beside the inventory script."""
+    group = tmp_path / "inventory.yml"
+    group.write_text(
+        "herd_masters:\n  vars:\n    herd_cluster_settings: {enabled_hypervisors: [fake]}\n"
+    )
+    script = str(LAB / "herdlab_inventory.py")
+    done = ansible(
+        "ansible-inventory", "-i", script, "-i", str(group), "--host", "controller",
+        env={"HERD_LAB": lab_cluster.name},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["herd_cluster_settings"] == {"enabled_hypervisors": ["fake"]}
+
+
+def test_a_lab_whose_tiny_guest_does_not_build_fails_the_script(
+    lab_cluster: herdlab.Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an empty inventory, which would read as "no such lab"."""
+    builder = tmp_path / "build-tiny-guest.py"
+    builder.write_text("raise SystemExit('no kernel package here')\n")
+    monkeypatch.setattr(herdlab, "TINY_GUEST_BUILDER", builder)
+    monkeypatch.setenv("HERD_LAB", lab_cluster.name)
+    with pytest.raises(herdlab.LabError, match=r"tiny guest.*no kernel package here"):
+        herdlab_inventory.main(["--list"])

@@ -86,6 +86,8 @@ MIB = 1024 * 1024
 START_TIMEOUT = 30.0
 QUIT_TIMEOUT = 10.0
 REBOOT_ACPI_TIMEOUT = 120.0
+#: Seconds between presses of the ACPI power button while a guest has not gone yet.
+ACPI_REPRESS_INTERVAL = 5.0
 MIGRATION_POLL = 0.2
 #: Seconds a migration may go without any new bytes sent before it is cancelled.
 MIGRATION_STALL_TIMEOUT = 60.0
@@ -485,15 +487,24 @@ class KvmHypervisor(Hypervisor):
             qmp.execute("set_password", {"protocol": "vnc", "password": password})
 
     def _acpi_shutdown(self, name: str, timeout: float) -> bool:
-        """Press the ACPI power button; True once qemu exited within ``timeout``."""
-        try:
-            self._qmp(name, "system_powerdown")
-        except QMPError:
-            return not self._alive(name)
+        """Press the ACPI power button, again every ``ACPI_REPRESS_INTERVAL``; True once
+        qemu exited within ``timeout``.
+
+        A press lands only once the guest's OS handles the button: one made while it
+        still boots (a stop soon after a start) is lost, and a single press would leave
+        the stop waiting out the whole timeout.
+        """
         deadline = time.monotonic() + timeout
+        next_press = time.monotonic()
         while time.monotonic() < deadline:
             if not self._alive(name):
                 return True
+            if time.monotonic() >= next_press:
+                try:
+                    self._qmp(name, "system_powerdown")
+                except QMPError:
+                    return not self._alive(name)
+                next_press = time.monotonic() + ACPI_REPRESS_INTERVAL
             time.sleep(0.1)
         return not self._alive(name)
 

@@ -290,6 +290,22 @@ def test_nothing_running_reads_as_absent(tmp_path: Path) -> None:
         hv.reboot("vm1", hard=False)
 
 
+def test_a_stop_presses_the_power_button_again_until_the_guest_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guest still booting misses the first press; the stop is still an ACPI one."""
+    hv = KvmHypervisor(NodeContext(tmp_path))
+    (tmp_path / "hv" / "kvm" / "vm1").mkdir(parents=True)
+    hv._save("vm1", {"status": "running", "spec": {"hvparams": {"acpi": True}}})
+    presses: list[str] = []
+    monkeypatch.setattr(hv, "_qmp", lambda name, command, timeout=None: presses.append(command))
+    monkeypatch.setattr(hv, "_alive", lambda name: len(presses) < 3)
+    monkeypatch.setattr(hv, "_cleanup", lambda name: None)
+    monkeypatch.setattr(kvm, "ACPI_REPRESS_INTERVAL", 0.0)
+    assert hv.stop("vm1", 60.0, force=False) == {"changed": True, "method": "acpi"}
+    assert presses == ["system_powerdown"] * 3
+
+
 def test_a_target_still_loading_the_stream_is_resumed_once_it_lands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
