@@ -61,12 +61,14 @@ options:
         tells which job to follow, and the task reports C(changed) because changes were queued.
     type: bool
     default: true
-  timeout:
+  wait_timeout:
     description:
       - Seconds to wait for a submitted job to finish when O(wait=true).
       - On timeout the task fails but the job keeps running on the master.
+      - C(timeout) is the old name, kept as an alias.
     type: int
     default: 3600
+    aliases: [timeout]
   priority:
     description:
       - Priority of the submitted job in the master's queue, from V(-20) (first) to V(19)

@@ -51,7 +51,7 @@ CONNECTION_ARGSPEC: dict[str, dict[str, Any]] = {
 #: Job options of the modules that submit jobs (doc fragment ``connection.job``).
 JOB_ARGSPEC: dict[str, dict[str, Any]] = {
     "wait": {"type": "bool", "default": True},
-    "timeout": {"type": "int", "default": 3600},
+    "wait_timeout": {"type": "int", "default": 3600, "aliases": ["timeout"]},
     "priority": {"type": "int", "default": 0},
     "reason": {"type": "str"},
 }
@@ -77,19 +77,30 @@ class HerdApiError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         status: int | None = None,
+        https: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.details = details or {}
         self.status = status
+        self.https = https
 
     def __str__(self) -> str:
-        where = f" (HTTP {self.status})" if self.status is not None else ""
+        """The message a task shows. The error's kind already says what the status code
+        would (ValidationError is a 400), so only an answer without a herd error body (a
+        proxy's 502, say) names its status, the one thing known about it."""
+        where = f" (HTTP {self.status})" if self.kind == "HTTPError" else ""
         return f"{self.kind}: {self.message}{where}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "message": self.message, "details": self.details}
+        """The task result's ``error``. Over HTTPS it carries ``http_status`` too: a proxy
+        or load balancer in front of the master answers with codes of its own, and telling
+        them from the master's helps. The root-only socket has no such middlemen."""
+        error = {"type": self.kind, "message": self.message, "details": self.details}
+        if self.https and self.status is not None:
+            error["http_status"] = self.status
+        return error
 
 
 class HerdJobFailed(HerdApiError):
@@ -247,7 +258,7 @@ class HerdClient:
             raise self._unreachable(exc) from exc
         finally:
             conn.close()
-        return self._decode(response.status, raw)
+        return self._decode(response.status, raw, https=bool(self._url))
 
     def _unreachable(self, exc: BaseException) -> HerdApiError:
         """Turn a transport failure into advice: the likely cause differs by errno."""
@@ -269,7 +280,7 @@ class HerdClient:
         )
 
     @staticmethod
-    def _decode(status: int, raw: bytes) -> Any:
+    def _decode(status: int, raw: bytes, https: bool = False) -> Any:
         try:
             data = json.loads(raw.decode("utf-8")) if raw else None
         except ValueError:
@@ -277,7 +288,10 @@ class HerdClient:
         if 200 <= status < 300:
             if data is None and raw:
                 raise HerdApiError(
-                    "ProtocolError", f"master answered non-JSON: {raw[:200]!r}", status=status
+                    "ProtocolError",
+                    f"master answered non-JSON: {raw[:200]!r}",
+                    status=status,
+                    https=https,
                 )
             return data
         error = data.get("error") if isinstance(data, dict) else None
@@ -287,9 +301,10 @@ class HerdClient:
                 str(error.get("message") or ""),
                 error.get("details") if isinstance(error.get("details"), dict) else {},
                 status,
+                https,
             )
         text = raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")
-        raise HerdApiError("HTTPError", text, status=status)
+        raise HerdApiError("HTTPError", text, status=status, https=https)
 
     def info(self) -> dict[str, Any]:
         """Engine version and cluster name; cheap, so modules can use it as a ping."""

@@ -9,9 +9,10 @@ identically across modules.
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeAlias
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
@@ -33,6 +34,21 @@ REDACTED = "<redacted>"
 #: Ops the modules plan that take ``dry_run``, rehearsed in check mode (a unit test keeps
 #: the set equal to the engine's ops with that parameter, among those modules plan).
 DRY_RUN_OPS = frozenset(("instance.add", "cluster.modify"))
+#: Where the master's field names place a refused op in the submitted job (``ops[2].``,
+#: ``jobs[0].ops[1].``); a task knows options, not op positions.
+OP_FIELD = re.compile(r"^(?:jobs\[\d+\]\.)?ops\[(\d+)\]\.")
+#: The option an op field comes from, where the names differ: an option name, or a function
+#: of the op for options whose place is in the op (``disk_grow`` → ``disks[1]``).
+Rename: TypeAlias = "str | Callable[[Mapping[str, Any]], str]"
+#: Per op id, op field → option; a module declares only the fields it renames.
+OpFields = Mapping[str, Mapping[str, Rename]]
+#: Result keys holding node or group UUIDs, each with the key where the master puts the
+#: names (query answers carry both); results show names there and keep the UUIDs beside.
+NAMED_REFERENCES = {
+    "primary_node": ("primary_node_name", "primary_node_uuid"),
+    "secondary_nodes": ("secondary_node_names", "secondary_node_uuids"),
+    "group": ("group_name", "group_uuid"),
+}
 
 
 def redact(value: Any, hide: bool = False) -> Any:
@@ -77,6 +93,70 @@ def last_result(job: dict[str, Any]) -> dict[str, Any]:
     return ops[-1].get("result") or {}
 
 
+def option_field(field: str, op: Mapping[str, Any], renames: OpFields) -> str:
+    """``field`` of ``op`` (already without its ``ops[N].`` place) as the task's option."""
+    for engine_name, option in (renames.get(str(op.get("op"))) or {}).items():
+        rest = field[len(engine_name) :]
+        if field.startswith(engine_name) and rest[:1] in ("", ".", "["):
+            return (option(op) if callable(option) else option) + rest
+    return field
+
+
+def refused_op(exc: HerdApiError, submitted: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The op a refusal is about: the failing op of a failed job, else the submitted op
+    the field's ``ops[N].`` names."""
+    if isinstance(exc, HerdJobFailed):
+        for op in exc.job.get("ops") or []:
+            if op.get("status") in ("error", "canceled"):
+                return {"op": op.get("op"), **(op.get("params") or {})}
+        return None
+    match = OP_FIELD.match(str(exc.details.get("field")))
+    index = int(match.group(1)) if match else len(submitted)
+    return submitted[index] if index < len(submitted) else None
+
+
+def in_option_terms(exc: HerdApiError, submitted: list[dict[str, Any]], renames: OpFields) -> None:
+    """Name the task's option where the master named an op field, in ``details.field`` and
+    in the message (the master quotes the field), keeping the rest of the master's words."""
+    field = exc.details.get("field")
+    op = refused_op(exc, submitted) if isinstance(field, str) else None
+    if op is None:
+        return
+    inner = OP_FIELD.sub("", field)
+    option = option_field(inner, op, renames)
+    if option == field:
+        return
+    exc.details["field"] = option
+    exc.message = exc.message.replace(f"'{field}'", f"'{option}'")
+    if inner != field:
+        exc.message = exc.message.replace(field, option)
+
+
+def with_names(value: Any) -> Any:
+    """A copy of a result with node and group names where the master's objects hold UUIDs
+    (an instance's nodes, its disks' nodes, a node's group), the UUIDs kept in ``*_uuid``
+    fields, so a task result reads in the names a playbook uses."""
+    if isinstance(value, list):
+        return [with_names(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    doc = {key: with_names(item) for key, item in value.items()}
+    names: dict[str, Any] = {}
+    for key, (name_key, uuid_key) in NAMED_REFERENCES.items():
+        if key in doc and name_key in doc:
+            doc[uuid_key], doc[key] = doc[key], doc[name_key]
+            uuids = doc[uuid_key] if isinstance(doc[uuid_key], list) else [doc[uuid_key]]
+            named = doc[key] if isinstance(doc[key], list) else [doc[key]]
+            names.update(zip(uuids, named, strict=False))
+    if not names:
+        return doc
+    for disk in doc.get("disks") or []:
+        if isinstance(disk, dict) and isinstance(disk.get("nodes"), list):
+            disk["node_uuids"] = disk["nodes"]
+            disk["nodes"] = [names.get(uuid, uuid) for uuid in disk["nodes"]]
+    return doc
+
+
 class HerdModule:
     """An AnsibleModule bound to a HerdClient, with the job-submission policy of the collection."""
 
@@ -85,8 +165,11 @@ class HerdModule:
         name: str,
         argument_spec: dict[str, dict[str, Any]],
         submits_jobs: bool = True,
+        op_fields: OpFields | None = None,
         **kwargs: Any,
     ) -> None:
+        """``op_fields`` maps the op fields whose option has another name (most share it),
+        so the master's refusals of an op name the option the task set."""
         spec: dict[str, dict[str, Any]] = dict(CONNECTION_ARGSPEC)
         if submits_jobs:
             spec.update(JOB_ARGSPEC)
@@ -99,7 +182,12 @@ class HerdModule:
         self.job_ids: list[int] = []
         self.job_log: list[dict[str, Any]] = []
         self.changed = False
-        #: The result of the last op of the job ``apply`` waited for (None until then).
+        self.op_fields: OpFields = op_fields or {}
+        #: The ops of the latest submission, to place the master's refusal of one.
+        self.submitted: list[dict[str, Any]] = []
+        #: The job ``apply`` (or ``adopt``) waited for, and its last op's result (None
+        #: until then).
+        self.job: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
         try:
             self.client = HerdClient.from_params(self.params)
@@ -107,6 +195,7 @@ class HerdModule:
             self.fail(exc)
 
     def fail(self, exc: HerdApiError) -> NoReturn:
+        in_option_terms(exc, self.submitted, self.op_fields)
         extra: dict[str, Any] = {}
         if isinstance(exc, (HerdJobFailed, HerdJobTimeout)):
             extra["job"] = exc.job
@@ -161,16 +250,26 @@ class HerdModule:
         if self.module.check_mode and not dry_run:
             self.changed = True
             return False
-        job_id = self.client.submit(ops, self.reason(what), self.priority())
+        job_id = self.submit(ops, what)
         # Only an accepted job can change anything: a refused submission fails unchanged.
         self.changed = self.changed or not dry_run
         self.job_ids.append(job_id)
         if not (self.params["wait"] or dry_run):
             return False
-        wait = self.params["timeout"] if timeout is None else timeout
-        job = self.client.wait(job_id, wait, self.job_log.append)
-        self.result = last_result(job)
+        wait = self.params["wait_timeout"] if timeout is None else timeout
+        self.finished(self.client.wait(job_id, wait, self.job_log.append))
         return True
+
+    def submit(self, ops: list[dict[str, Any]], what: str) -> int:
+        """Submit ``ops`` as one job, remembered so a refusal can name the option."""
+        self.submitted = ops
+        return self.client.submit(ops, self.reason(what), self.priority())
+
+    def finished(self, job: dict[str, Any]) -> None:
+        """Keep the whole job, not only its last op's result: what waits for a restart is
+        in each modify's result, wherever it sits in the job."""
+        self.job = job
+        self.result = last_result(job)
 
     def reconcile(
         self,
@@ -218,8 +317,7 @@ class HerdModule:
             return False
         self.job_ids.append(job_id)
         self.changed = True
-        job = self.client.wait(job_id, self.params["timeout"], self.job_log.append)
-        self.result = last_result(job)
+        self.finished(self.client.wait(job_id, self.params["wait_timeout"], self.job_log.append))
         return True
 
     def read(self, op: dict[str, Any], what: str) -> dict[str, Any]:
@@ -229,8 +327,8 @@ class HerdModule:
         queries, so reading it takes a job; it runs in check mode too, since it changes
         nothing, and is not reported as a change.
         """
-        job_id = self.client.submit([op], self.reason(what), self.priority())
-        return last_result(self.client.wait(job_id, self.params["timeout"]))
+        job_id = self.submit([op], what)
+        return last_result(self.client.wait(job_id, self.params["wait_timeout"]))
 
     def run(self, body: Callable[[HerdModule], dict[str, Any]]) -> NoReturn:
         """Run the module's logic; any HerdApiError becomes a clean task failure."""
@@ -243,4 +341,4 @@ class HerdModule:
             result["job_ids"] = self.job_ids
             result["job_log"] = self.job_log
         result.update(values)
-        self.module.exit_json(**redact(result))
+        self.module.exit_json(**redact(with_names(result)))

@@ -101,10 +101,6 @@ options:
     description:
       - 'NIC parameters every instance NIC inherits, for example C({link: br0}).'
     type: dict
-  file_storage_dir:
-    description:
-      - Directory on every node holding disks of the V(file) template.
-    type: path
   compression_tools:
     description:
       - Compression tools allowed for instance moves (order does not matter).
@@ -239,7 +235,6 @@ MODIFY_FIELDS = (
     "ndparams",
     "diskparams",
     "nicparams",
-    "file_storage_dir",
     "compression_tools",
     "drbd_port_range",
     "mac_prefix",
@@ -356,7 +351,6 @@ def main() -> None:
             "ndparams": {"type": "dict"},
             "diskparams": {"type": "dict"},
             "nicparams": {"type": "dict"},
-            "file_storage_dir": {"type": "path"},
             "compression_tools": {"type": "list", "elements": "str"},
             "drbd_port_range": {"type": "str"},
             "mac_prefix": {"type": "str"},

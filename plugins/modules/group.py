@@ -138,10 +138,15 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
     diff_fields,
     diff_result,
 )
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    OpFields,
+)
 
 #: Options group.add and group.modify accept besides the name.
 FIELDS = ("ndparams", "diskparams", "hvparams", "alloc_policy", "tags")
+#: A rename's op names the group by its old name: the master's refusals name the options.
+OP_FIELDS: OpFields = {"group.rename": {"name": "rename_from", "new_name": "name"}}
 
 
 def plan(
@@ -216,6 +221,7 @@ def main() -> None:
             "hvparams": {"type": "dict"},
             "tags": {"type": "list", "elements": "str"},
         },
+        op_fields=OP_FIELDS,
     )
     herd.run(run)
 

@@ -163,7 +163,7 @@ options:
         temporarily infeasible goes back to the master's queue for the next one after
         O(opportunistic_delay); after the last, one create with blocking locks runs, so the
         task fails only if the instance cannot be placed at all. Creation only.
-      - The retries happen in the master within one job, so O(timeout) must cover them.
+      - The retries happen in the master within one job, so O(wait_timeout) must cover them.
     type: int
   opportunistic_delay:
     description:
@@ -203,7 +203,7 @@ options:
 notes:
   - Talks only to the herd master's API; run it against the master (C(socket)) or give
     O(api_url).
-  - Creating, migrating and removing can take long; the task waits up to O(timeout)
+  - Creating, migrating and removing can take long; the task waits up to O(wait_timeout)
     seconds and returns the job ids and the job log either way.
   - A create left unfinished in the master's queue by an interrupted run (for example one
     waiting for its next opportunistic try) is waited for instead of submitted again, so
@@ -263,12 +263,20 @@ instance:
     - The instance as the master reports it when the module finished. Before a job submitted
       with O(wait=false) or in check mode has run, this is the instance as it was.
     - V(null) when the instance does not (or no longer) exist.
+    - Nodes are named in C(primary_node), C(secondary_nodes) and each disk's C(nodes);
+      their UUIDs are beside them in C(primary_node_uuid), C(secondary_node_uuids) and
+      C(node_uuids). C(primary_node_name) and C(secondary_node_names) are the same names,
+      as the master's queries give them.
   returned: always
   type: dict
   sample:
     name: web1
     admin_state: up
     disk_template: file
+    primary_node: node2.example.com
+    primary_node_uuid: 5f0c3a52-7d1e-4c4b-9a57-0e3f1c2b9d10
+    secondary_nodes: []
+    secondary_node_uuids: []
     primary_node_name: node2.example.com
     secondary_node_names: []
     os: herd-image+tiny
@@ -276,6 +284,16 @@ instance:
     disks: [{size_mib: 10240, mode: rw, template: file}]
     nics: [{mac: "aa:00:00:12:34:56", mode: bridged, link: br0}]
     tags: [web]
+pending_restart:
+  description:
+    - What the task changed that the running instance only applies when it is next
+      restarted (memory, vcpus, nics, C(hvparams.*) keys), as the master's C(instance.modify)
+      reports it; O(state=restarted) (a hard reboot) in the same task applies them.
+    - Empty when nothing waits, in check mode, and with O(wait=false).
+  returned: always
+  type: list
+  elements: str
+  sample: [hvparams.vnc, memory]
 job_ids:
   description: Ids of the jobs submitted to the master (empty when nothing had to change).
   returned: always
@@ -309,7 +327,10 @@ from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import (
     diff_result,
     merge_declared,
 )
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    OpFields,
+)
 
 #: Options instance.add takes as the task gives them.
 ADD_FIELDS = (
@@ -339,6 +360,16 @@ MODIFY_FIELDS = ("memory", "vcpus", "hvparams", "osparams", "tags")
 #: What a NIC is made of, as the master reports and instance.modify takes it.
 NIC_KEYS = ("mac", "ip", "mode", "link", "name")
 MIB = 1024 * 1024
+#: The op fields whose option has another name, for the master's refusals (HerdModule).
+OP_FIELDS: OpFields = {
+    "instance.migrate": {"target_node": "primary_node"},
+    "instance.failover": {"target_node": "primary_node"},
+    "instance.reboot": {"type": "reboot_type"},
+    "instance.modify": {"disk_grow": lambda op: f"disks[{op['disk_grow']['index']}]"},
+}
+#: Ops after which an instance runs with its current configuration: what an earlier
+#: modify left for a restart no longer waits (a soft reboot keeps the VM process).
+RESTARTS = {"instance.start": None, "instance.reboot": "hard"}
 
 
 def invalid(field: str, value: Any, message: str) -> HerdApiError:
@@ -605,6 +636,18 @@ def plan(
     return ops, diff_result(changes) if changes else {}
 
 
+def pending_restart(job: dict[str, Any] | None) -> list[str]:
+    """What the job's modifies changed that the running instance applies only at its next
+    restart (instance.modify's ``pending_restart``), less what a later op restarted."""
+    pending: set[str] = set()
+    for op in (job or {}).get("ops") or []:
+        restart = op.get("op") in RESTARTS
+        if restart and RESTARTS[op["op"]] in (None, (op.get("params") or {}).get("type")):
+            pending.clear()
+        pending.update((op.get("result") or {}).get("pending_restart") or [])
+    return sorted(pending)
+
+
 def adopt(herd: HerdModule, name: str) -> dict[str, Any] | None:
     """Wait for a create of ``name`` an interrupted run left unfinished; the instance then."""
     if not herd.adopt("instance.add", name):
@@ -621,7 +664,8 @@ def run(herd: HerdModule) -> dict[str, Any]:
             return adopt(herd, name)
         return found
 
-    return herd.reconcile(current, lambda found: plan(found, herd.params))
+    result = herd.reconcile(current, lambda found: plan(found, herd.params))
+    return {**result, "pending_restart": pending_restart(herd.job)}
 
 
 def main() -> None:
@@ -658,6 +702,7 @@ def main() -> None:
             "reboot_type": {"type": "str", "choices": ["soft", "hard"], "default": "hard"},
             "shutdown_timeout": {"type": "int"},
         },
+        op_fields=OP_FIELDS,
     )
     herd.run(run)
 

@@ -119,7 +119,13 @@ result:
 from typing import Any
 
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import not_found
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    OpFields,
+)
+
+#: export.list takes lists where the task names one instance and one node.
+OP_FIELDS: OpFields = {"export.list": {"names[0]": "name", "nodes[0]": "target_node"}}
 
 
 def exports_on(herd: HerdModule, name: str, node: str | None) -> list[str]:
@@ -179,6 +185,7 @@ def main() -> None:
             "shutdown_timeout": {"type": "int", "default": 120},
             "zero_free_space": {"type": "bool", "default": False},
         },
+        op_fields=OP_FIELDS,
     ).run(run)
 
 

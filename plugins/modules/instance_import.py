@@ -92,8 +92,13 @@ from typing import Any
 
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
 from ansible_collections.herd.cluster.plugins.module_utils.herd_diff import declared_only
-from ansible_collections.herd.cluster.plugins.module_utils.herd_module import HerdModule
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
+    HerdModule,
+    OpFields,
+)
 
+#: export.list takes lists where the task names one export and one node.
+OP_FIELDS: OpFields = {"export.list": {"names[0]": "src_name", "nodes[0]": "src_node"}}
 OVERRIDES = ("name", "disk_template", "primary_node", "secondary_node", "iallocator", "start")
 
 
@@ -149,6 +154,7 @@ def main() -> None:
             "iallocator": {"type": "str"},
             "start": {"type": "bool"},
         },
+        op_fields=OP_FIELDS,
     ).run(run)
 
 

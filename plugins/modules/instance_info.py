@@ -108,7 +108,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 instances:
-  description: The instances asked for that exist and pass the filters, sorted by name.
+  description:
+    - The instances asked for that exist and pass the filters, sorted by name.
+    - Nodes are named as in RV(herd.cluster.instance#module:instance), their UUIDs in
+      C(primary_node_uuid), C(secondary_node_uuids) and each disk's C(node_uuids).
   returned: always
   type: list
   elements: dict
@@ -116,6 +119,10 @@ instances:
     - name: web1
       admin_state: up
       disk_template: drbd
+      primary_node: node2.example.com
+      primary_node_uuid: 5f0c3a52-7d1e-4c4b-9a57-0e3f1c2b9d10
+      secondary_nodes: [node3.example.com]
+      secondary_node_uuids: [9a1e6b07-3c2d-4f8e-b5a4-7d6c5b4a3f21]
       primary_node_name: node2.example.com
       secondary_node_names: [node3.example.com]
       hypervisor: kvm

@@ -59,7 +59,7 @@ notes:
   - Talks only to the herd master's API; run it against the master (C(socket)) or give
     O(api_url).
   - A resync takes as long as copying the whole disk over the replication network; the task
-    waits up to O(timeout) seconds and returns the job log, which shows the resync's
+    waits up to O(wait_timeout) seconds and returns the job log, which shows the resync's
     progress.
 """
 
@@ -93,12 +93,16 @@ replaced:
   type: dict
   sample: {changed: true, mode: new_secondary, node: node4.example.com, old_node: node3.example.com}
 instance:
-  description: The instance as the master reports it when the module finished.
+  description:
+    - The instance as the master reports it when the module finished, its nodes named as
+      in RV(herd.cluster.instance#module:instance).
   returned: always
   type: dict
   sample:
     name: db1
     disk_template: drbd
+    primary_node: node2.example.com
+    secondary_nodes: [node4.example.com]
     primary_node_name: node2.example.com
     secondary_node_names: [node4.example.com]
 job_ids:

@@ -35,16 +35,18 @@ options:
     type: int
   wait:
     description:
-      - With O(id), wait until the job has ended (or O(timeout) has passed) before reading
+      - With O(id), wait until the job has ended (or O(wait_timeout) has passed) before reading
         it. A job that ended in error is returned, not failed; its status says so.
     type: bool
     default: false
-  timeout:
+  wait_timeout:
     description:
       - Seconds to wait when O(wait=true); on timeout the task fails and the job keeps
         running on the master.
+      - Named as in every module that submits jobs; C(timeout) is the old name.
     type: float
     default: 3600
+    aliases: [timeout]
   op:
     description:
       - Without O(id), only unfinished jobs with an op of this id, for example
@@ -71,7 +73,7 @@ EXAMPLES = r"""
   herd.cluster.job_info:
     id: "{{ created.job_ids[0] }}"
     wait: true
-    timeout: 1800
+    wait_timeout: 1800
   register: job
   failed_when: job.job.status != 'success'
 
@@ -121,7 +123,7 @@ def run(herd: HerdModule) -> dict[str, Any]:
         return {"job": herd.client.job(p["id"])}
     # An ended job is what was asked for, however it ended.
     with contextlib.suppress(HerdJobFailed):
-        herd.client.wait(p["id"], p["timeout"])
+        herd.client.wait(p["id"], p["wait_timeout"])
     return {"job": herd.client.job(p["id"])}
 
 
@@ -131,7 +133,7 @@ def main() -> None:
         {
             "id": {"type": "int"},
             "wait": {"type": "bool", "default": False},
-            "timeout": {"type": "float", "default": 3600},
+            "wait_timeout": {"type": "float", "default": 3600, "aliases": ["timeout"]},
             "op": {"type": "str"},
             "name": {"type": "str"},
         },

@@ -121,13 +121,17 @@ node:
     - The node as the master reports it when the module finished. Before a job submitted with
       O(wait=false) or in check mode has run, this is the node as it was.
     - V(null) when the node is not (or no longer) in the cluster.
+    - Its node group is named in C(group) (and C(group_name)); the group's UUID is in
+      C(group_uuid).
   returned: always
   type: dict
   sample:
     name: node2.example.com
     primary_ip: 192.0.2.12
     secondary_ip: 198.51.100.12
+    group: default
     group_name: default
+    group_uuid: 0b8d5d0e-2f0e-4b5e-9a59-2a0c1e0f4c11
     master_candidate: true
     drained: false
     offline: false

@@ -74,7 +74,7 @@ options:
 notes:
   - Talks only to the herd master's API; run it against the master (C(socket)) or give
     O(api_url).
-  - O(timeout) bounds the whole wait, for the evacuation job and every job it spawned.
+  - O(wait_timeout) bounds the whole wait, for the evacuation job and every job it spawned.
 seealso:
   - module: herd.cluster.node
 """
@@ -254,7 +254,7 @@ def outcome(herd: HerdModule, job: dict[str, Any], deadline: float) -> dict[str,
 
 def run(herd: HerdModule) -> dict[str, Any]:
     p = herd.params
-    deadline = time.monotonic() + p["timeout"]
+    deadline = time.monotonic() + p["wait_timeout"]
     node = herd.client.query_one("nodes", p["name"])
     if node is None:
         raise validation_error("name", p["name"], f"node {p['name']} is not in the cluster")

@@ -13,6 +13,7 @@ import dataclasses
 import types
 import typing
 import uuid as uuidlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -53,6 +54,11 @@ def secret_keys(*keys: str) -> dict[str, frozenset[str]]:
 class ConfigObject:
     """Identity, version and timestamps shared by every stored object, nested ones too."""
 
+    #: Fields this kind once had, with why they went: a document written before their
+    #: removal (a config dump, a stored row) still loads, the field dropped, instead of
+    #: being refused as unknown.
+    RETIRED: ClassVar[Mapping[str, str]] = {}
+
     name: str
     uuid: str = field(default_factory=_new_uuid)
     serial: int = 0
@@ -89,6 +95,7 @@ class ConfigObject:
             where = path.removesuffix(".") or cls.__name__
             raise ValidationError(where, data, f"a {cls.__name__} object")
         hints = _hints(cls)
+        data = {key: value for key, value in data.items() if key not in cls.RETIRED}
         unknown = sorted(set(data) - set(hints), key=str)
         if unknown:
             raise ValidationError(
@@ -204,6 +211,10 @@ class Cluster(ConfigObject):
     """Cluster-wide settings and the defaults every group, node and instance inherits."""
 
     KIND: ClassVar[str] = "cluster"
+    RETIRED: ClassVar[Mapping[str, str]] = {
+        "file_storage_dir": "no node ever read it: file disks live under each node's own "
+        "<node root>/file-storage (HERD_NODE_ROOT, default /var/lib/herd-node)",
+    }
 
     master_node: str = ""
     enabled_hypervisors: list[str] = field(default_factory=lambda: ["kvm"])
@@ -213,7 +224,6 @@ class Cluster(ConfigObject):
     ndparams: dict[str, Any] = field(default_factory=dict)
     diskparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     nicparams: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NICPARAMS))
-    file_storage_dir: str = "/srv/herd/file-storage"
     compression_tools: list[str] = field(default_factory=lambda: ["gzip", "gzip-fast", "gzip-slow"])
     allow_cipher_bypassing: bool = False
     #: Directory on every node holding the zeroing helper (``vmlinuz`` + ``initrd.img``,

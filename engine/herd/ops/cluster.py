@@ -18,7 +18,7 @@ from herd.hvparams import HYPERVISORS
 from herd.ops import levels, nodejoin, orphans
 from herd.ops.base import ALL_LOCKS, LockSpec, Op, OpContext, register
 from herd.ops.common import DEFAULT_GROUP, DISK_TEMPLATES, cluster_of
-from herd.ops.params import Param, check_abs_dir, check_name, check_port_range, check_tags
+from herd.ops.params import Param, check_name, check_port_range, check_tags
 from herd.ops.undo import undo_handler
 
 MAX_CLOCK_SKEW = 5.0
@@ -97,12 +97,6 @@ SETTINGS = (
         doc="disk parameters per template",
     ),
     Param("nicparams", dict, structure=levels.check_nicparams, doc="NIC parameters (mode, link)"),
-    Param(
-        "file_storage_dir",
-        str,
-        check=check_abs_dir,
-        doc="directory of file-backed disks on the nodes",
-    ),
     Param(
         "compression_tools",
         list,

@@ -104,7 +104,6 @@ REMOTE_OPS: Mapping[str, Mapping[str, str | Keys]] = {
         "domain_secret": "it is the trust between clusters: whoever knows it can move "
         "instances in and out",
         "allow_cipher_bypassing": "it weakens the TLS of moves (Ganeti: never reachable from RAPI)",
-        "file_storage_dir": "it names the directory on every node where disk files are written",
         "zeroing_image": "it names the directory on every node whose kernel and initrd "
         "qemu, running as root, boots",
         "hvparams": _HV_NESTED,

@@ -12,7 +12,6 @@ import builtins
 import copy
 import ipaddress
 import math
-import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ _TYPE_NAMES = {
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 #: Ganeti OS names and variants: they become directory names on the nodes.
 OS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(\+[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
-_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")
 
 #: The integers every layer can hold: SQLite's INTEGER, the job and config stores, the
 #: node agents. A larger one is bad input, refused here rather than overflowing there.
@@ -208,13 +206,6 @@ def check_os_name(value: str) -> str | None:
     if OS_NAME_RE.match(value):
         return None
     return "an OS name 'name' or 'name+variant' of letters, digits, '.', '_' and '-'"
-
-
-def check_abs_dir(value: str) -> str | None:
-    """An absolute, already normalised directory: no '..', '.', '//' or odd characters."""
-    if _PATH_RE.match(value) and posixpath.normpath(value) == value:
-        return None
-    return "an absolute normalised path of letters, digits and ._+- (no '.' or '..' parts)"
 
 
 #: Ganeti's bounds (MAX_TAG_LEN, MAX_TAGS_PER_OBJ): tags are labels, not a data store.

@@ -151,3 +151,21 @@ def test_port_range_accepts_list_and_rejects_wrong_length() -> None:
     with pytest.raises(ValidationError) as err:
         Cluster.from_dict({**doc, "drbd_port_range": [1, 2, 3]})
     assert err.value.details["field"] == "drbd_port_range"
+
+
+def test_a_retired_field_in_an_old_document_is_dropped_not_refused() -> None:
+    """Dumps and stored rows written while ``file_storage_dir`` existed must still load:
+    refusing them would make an upgrade unable to read its own config."""
+    doc = {**Cluster(name="c").to_dict(), "file_storage_dir": "/srv/herd/file-storage"}
+    loaded = Cluster.from_dict(doc)
+    assert "file_storage_dir" not in loaded.to_dict()
+    assert not hasattr(loaded, "file_storage_dir")
+
+
+def test_only_the_kind_that_retired_a_field_drops_it() -> None:
+    with pytest.raises(ValidationError) as err:
+        Node.from_dict({**Node(name="n").to_dict(), "file_storage_dir": "/srv"})
+    assert err.value.details["field"] == "file_storage_dir"
+    with pytest.raises(ValidationError) as err:
+        Cluster.from_dict({**Cluster(name="c").to_dict(), "file_storage_dirs": "/srv"})
+    assert err.value.details["field"] == "file_storage_dirs"

@@ -206,6 +206,42 @@ def test_opening_a_database_of_another_format_fails(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def test_a_database_written_before_file_storage_dir_was_dropped_still_loads(
+    tmp_path: Path,
+) -> None:
+    """A row carrying the retired field loads; the next write stores it without."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "config.db"
+    first = SQLiteStore(path)
+    with first.transaction() as txn:
+        txn.add(Cluster(name="c1"))
+    first.close()
+    conn = sqlite3.connect(path)
+    (data,) = conn.execute("SELECT data FROM objects WHERE kind = 'cluster'").fetchone()
+    old = {**json.loads(data), "file_storage_dir": "/srv/herd/file-storage"}
+    conn.execute("UPDATE objects SET data = ? WHERE kind = 'cluster'", (json.dumps(old),))
+    conn.commit()
+    conn.close()
+    again = SQLiteStore(path)
+    cluster = again.get("cluster", "c1")
+    cluster.max_running_jobs = 5
+    with again.transaction() as txn:
+        txn.update(cluster)
+    assert "file_storage_dir" not in again.dump()["objects"]["cluster"][0]
+    again.close()
+
+
+def test_a_dump_carrying_file_storage_dir_restores(populated: SQLiteStore) -> None:
+    dump = populated.dump()
+    (cluster,) = dump["objects"]["cluster"]
+    populated.restore(
+        {**dump, "objects": {**dump["objects"], "cluster": [{**cluster, "file_storage_dir": "/x"}]}}
+    )
+    assert populated.dump() == dump
+
+
 # --- lookups and copies ----------------------------------------------------------------
 
 

@@ -116,7 +116,6 @@ def test_a_dry_run_tells_whether_a_domain_secret_is_the_clusters(env: OpEnv) -> 
         ("drbd_port_range", "12000-11000"),
         ("compression_tools", ["gzip -9"]),
         ("zeroing_image", "images/zero"),
-        ("file_storage_dir", "relative/dir"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_field(env: OpEnv, setting: str, value: Any) -> None:
@@ -125,6 +124,17 @@ def test_a_bad_setting_is_refused_naming_the_field(env: OpEnv, setting: str, val
         env.run({"op": "cluster.modify", setting: value})
     assert failed.value.details["field"] == f"ops[0].{setting}"
     assert cluster(env).to_dict() == before
+
+
+def test_file_storage_dir_is_no_setting_any_more(env: OpEnv) -> None:
+    """No node ever read it, so accepting it would pretend disks moved: it is refused as
+    unknown, and the cluster no longer reports a directory its nodes do not use."""
+    with pytest.raises(
+        ValidationError, match=r"unknown field 'ops\[0\]\.file_storage_dir'"
+    ) as failed:
+        env.run({"op": "cluster.modify", "file_storage_dir": "/srv/herd/file-storage"})
+    assert failed.value.details["field"] == "ops[0].file_storage_dir"
+    assert "file_storage_dir" not in cluster(env).to_dict(redact=True)
 
 
 # --- cluster.verify ----------------------------------------------------------------

@@ -47,7 +47,9 @@ from herd.node.hv.base import (
 )
 
 MIB = 1024 * 1024
-READY_TIMEOUT = 15.0
+#: Seconds a fake guest may take to report ready: a bound for a broken guest, not a
+#: pace. A Python start on a loaded, software-emulated VM node took longer than 15 s.
+READY_TIMEOUT = 60.0
 KILL_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 10.0
 CONFIRM_TIMEOUT = 60.0

@@ -28,7 +28,7 @@ def test_committed_module_docs_are_up_to_date() -> None:
 def test_pages_include_fragment_options_and_examples() -> None:
     page = _tool().render_all(REPO)[Path("docs/modules/node.md")]
     assert "| `api_token` | str |" in page
-    assert "| `timeout` | int | no | `3600` |" in page
+    assert "| `wait_timeout` | int | no | `3600` |" in page
     assert "herd.cluster.node:" in page
 
 

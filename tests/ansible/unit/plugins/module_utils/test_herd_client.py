@@ -213,11 +213,20 @@ def test_api_error_body_becomes_typed_error(unix_client: HerdClient) -> None:
     assert str(caught.value).startswith("ValidationError: invalid value 'x'")
 
 
+def test_a_socket_refusal_names_no_http_status(unix_client: HerdClient) -> None:
+    """The socket's status codes are transport, not news: the error's type says it all."""
+    with pytest.raises(HerdApiError) as caught:
+        unix_client.request("GET", "/v1/jobs", params={"status": "x"})
+    assert "HTTP" not in str(caught.value)
+    assert "http_status" not in caught.value.to_dict()
+
+
 def test_non_json_error_is_still_reported(unix_client: HerdClient) -> None:
     with pytest.raises(HerdApiError) as caught:
         unix_client.request("GET", BROKEN)
     assert (caught.value.kind, caught.value.status) == ("HTTPError", 500)
     assert "plain text failure" in caught.value.message
+    assert str(caught.value).endswith("(HTTP 500)")
 
 
 def test_queries(unix_client: HerdClient, relay: Relay) -> None:
@@ -335,3 +344,15 @@ def test_https_untrusted_certificate_is_refused_unless_validation_is_off(
     with pytest.raises(HerdApiError, match="set ca_path to the cluster CA"):
         HerdClient(api_url=url).info()
     assert HerdClient(api_url=url, validate_certs=False).info()["version"] == __version__
+
+
+def test_an_https_refusal_keeps_its_status_in_the_error_only(
+    https_url: tuple[str, Path],
+) -> None:
+    """Over HTTPS a proxy may answer too, so the code stays in the result, not the message."""
+    url, ca = https_url
+    client = HerdClient(api_url=url, api_token="tok-123", ca_path=str(ca))
+    with pytest.raises(HerdApiError) as caught:
+        client.request("GET", "/v1/jobs", params={"status": "x"})
+    assert "HTTP" not in str(caught.value)
+    assert caught.value.to_dict()["http_status"] == 400

@@ -4,21 +4,29 @@ this is the module-side policy only (the client's HTTP is tested in test_herd_cl
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from typing import Any
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.herd.cluster.plugins import modules
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import (
+    JOB_ARGSPEC,
+    HerdApiError,
     HerdClient,
     HerdJobFailed,
 )
 from ansible_collections.herd.cluster.plugins.module_utils.herd_module import (
     DRY_RUN_OPS,
     HerdModule,
+    in_option_terms,
     pending_job,
+    with_names,
 )
 
+from tests.ansible.unit.plugins.modules.test_op_contract import SpecCaptured
 from tests.engine.harness import PATIENCE, ThreadMaster
 
 OPS = [{"op": "node.modify", "name": "n1", "drained": True}]
@@ -302,3 +310,102 @@ def test_outside_awx_the_trail_names_only_the_module(
     ((_, trail),) = client.submitted
     assert [entry[0] for entry in trail] == ["ansible:herd.cluster.node"]
     assert client.priorities == [0]
+
+
+RENAMES = {"group.rename": {"name": "rename_from", "new_name": "name"}}
+RENAME = [
+    {"op": "group.modify", "name": "rack1", "tags": []},
+    {"op": "group.rename", "name": "rack0", "new_name": "rack1"},
+]
+
+
+def test_a_refused_submission_names_the_option_of_the_op_it_places() -> None:
+    refused = HerdApiError(
+        "ValidationError",
+        "op 'group.rename': invalid value 'x y' for field 'ops[1].new_name': allowed a name",
+        {"field": "ops[1].new_name", "value": "x y", "allowed": "a name"},
+    )
+    in_option_terms(refused, RENAME, RENAMES)
+    assert refused.details["field"] == "name"
+    assert refused.message == (
+        "op 'group.rename': invalid value 'x y' for field 'name': allowed a name"
+    )
+
+
+def test_a_failed_job_names_the_option_of_its_failing_op() -> None:
+    job = {
+        "id": 7,
+        "status": "error",
+        "ops": [
+            {"op": "group.modify", "params": {"name": "rack1"}, "status": "success"},
+            {"op": "group.rename", "params": {"name": "rack0"}, "status": "error"},
+        ],
+        "error": {
+            "type": "NotFoundError",
+            "message": "no group 'name'",
+            "details": {"field": "name"},
+        },
+    }
+    failed = HerdJobFailed(job)
+    in_option_terms(failed, [], RENAMES)
+    assert (failed.details["field"], failed.message) == (
+        "rename_from",
+        "job 7 error: no group 'rename_from'",
+    )
+
+
+def test_fields_without_a_rename_or_an_op_are_left_as_the_master_said() -> None:
+    same = HerdApiError("ValidationError", "for field 'ops[0].tags'", {"field": "ops[0].tags"})
+    in_option_terms(same, RENAME, RENAMES)
+    assert (same.details["field"], same.message) == ("tags", "for field 'tags'")
+    other = HerdApiError("ValidationError", "bad 'status'", {"field": "status"})
+    in_option_terms(other, [], RENAMES)
+    assert (other.details["field"], other.message) == ("status", "bad 'status'")
+
+
+def test_results_name_nodes_and_groups_where_the_master_holds_uuids() -> None:
+    master_answer = {
+        "instance": {
+            "primary_node": "u1",
+            "primary_node_name": "n1",
+            "secondary_nodes": ["u2"],
+            "secondary_node_names": ["n2"],
+            "disks": [{"nodes": ["u1", "u2"]}],
+        },
+        "nodes": [{"name": "n1", "group": "g1", "group_name": "default"}],
+        "job": {"ops": [{"params": {"group": "default"}}]},
+    }
+    named = with_names(master_answer)
+    inst = named["instance"]
+    assert (inst["primary_node"], inst["primary_node_uuid"]) == ("n1", "u1")
+    assert (inst["secondary_nodes"], inst["secondary_node_uuids"]) == (["n2"], ["u2"])
+    assert inst["disks"] == [{"nodes": ["n1", "n2"], "node_uuids": ["u1", "u2"]}]
+    assert named["nodes"][0]["group"] == "default" and named["nodes"][0]["group_uuid"] == "g1"
+    assert named["job"] == master_answer["job"]
+
+
+def full_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A module's options as AnsibleModule gets them: its own plus the job options."""
+    module = importlib.import_module(f"ansible_collections.herd.cluster.plugins.modules.{name}")
+
+    def capture(_: str, spec: dict[str, Any], submits_jobs: bool = True, **kw: Any) -> None:
+        raise SpecCaptured({**(JOB_ARGSPEC if submits_jobs else {}), **spec})
+
+    monkeypatch.setattr(module, "HerdModule", capture)
+    with pytest.raises(SpecCaptured) as caught:
+        module.main()
+    return caught.value.spec
+
+
+def test_every_module_that_waits_names_the_wait_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waiting = {}
+    for found in pkgutil.iter_modules(modules.__path__):
+        spec = full_spec(found.name, monkeypatch)
+        if "wait" in spec:
+            waiting[found.name] = spec
+    assert {"instance", "job_info", "node_evacuate"} <= set(waiting)
+    for name, spec in waiting.items():
+        assert "timeout" not in spec, name
+        assert spec["wait_timeout"]["aliases"] == ["timeout"], name

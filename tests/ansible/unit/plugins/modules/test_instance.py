@@ -1,13 +1,28 @@
 """instance.plan: which ops (in which order) a task submits, given the instance the master
-reports, and which declarations it refuses instead of ignoring."""
+reports, and which declarations it refuses instead of ignoring; and, against a real master,
+a result in the task's terms: refusals naming options, nodes by name, pending restarts."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible.module_utils.testing import patch_module_args
 from ansible_collections.herd.cluster.plugins.module_utils.herd_client import HerdApiError
-from ansible_collections.herd.cluster.plugins.modules.instance import plan, size_mib
+from ansible_collections.herd.cluster.plugins.module_utils.herd_module import option_field
+from ansible_collections.herd.cluster.plugins.modules import instance
+from ansible_collections.herd.cluster.plugins.modules.instance import (
+    pending_restart,
+    plan,
+    size_mib,
+)
+
+from herd.config import Cluster, Instance, Node, NodeGroup
+from tests.ansible.unit.plugins.modules.test_tag import store_objects
+from tests.engine.harness import PATIENCE, ThreadMaster, start_thread_master
 
 WEB1 = {
     "name": "web1",
@@ -371,3 +386,110 @@ def test_conversion_to_plain_comes_after_the_stop_and_before_the_start() -> None
     stopped = {**db1, "admin_state": "down"}
     ops, _ = plan(stopped, restart)
     assert [op["op"] for op in ops] == ["instance.modify", "instance.start"]
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[ThreadMaster]:
+    """Cluster c1 (fake hypervisor, file disks), node n1 and web1 running on it: a modify
+    of a running instance's memory touches only the config, so no node has to exist."""
+    group = NodeGroup(name="default")
+    n1 = Node(name="n1", primary_ip="192.0.2.1", group=group.uuid)
+    web1 = Instance(
+        name="web1",
+        primary_node=n1.uuid,
+        hypervisor="fake",
+        disk_template="file",
+        admin_state="up",
+        beparams={"memory": 64},
+    )
+    cluster = Cluster(
+        name="c1", master_node="n1", enabled_hypervisors=["fake"], enabled_disk_templates=["file"]
+    )
+    store_objects(tmp_path / "state", [cluster, group, n1, web1])
+    running = start_thread_master(tmp_path)
+    yield running
+    running.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], master: ThreadMaster, **args: Any) -> dict[str, Any]:
+    module_args = {"socket": str(master.socket), "wait_timeout": int(PATIENCE * 4), **args}
+    with patch_module_args(module_args), pytest.raises(SystemExit):
+        instance.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_refused_create_names_the_option_not_the_op_field(
+    capsys: pytest.CaptureFixture[str], master: ThreadMaster
+) -> None:
+    result = run(capsys, master, name="web2", disk_template="file", disks=["64M"], memory=0)
+    assert result["failed"] is True
+    assert result["error"]["details"] == {
+        "field": "memory",
+        "value": 0,
+        "allowed": result["error"]["details"]["allowed"],
+    }
+    assert "'memory'" in result["msg"]
+    assert "ops[" not in result["msg"] and "HTTP" not in result["msg"]
+
+
+def test_a_refused_modify_names_the_dict_option_key(
+    capsys: pytest.CaptureFixture[str], master: ThreadMaster
+) -> None:
+    result = run(capsys, master, name="web1", hvparams={"no_such_param": 5})
+    assert result["error"]["details"]["field"] == "hvparams.no_such_param"
+    assert "ops[" not in result["msg"]
+
+
+def test_the_result_names_the_nodes_and_keeps_their_uuids_beside(
+    capsys: pytest.CaptureFixture[str], master: ThreadMaster
+) -> None:
+    n1 = master.api.query("nodes")[0]
+    found = run(capsys, master, name="web1")["instance"]
+    assert (found["primary_node"], found["primary_node_uuid"]) == ("n1", n1["uuid"])
+    assert (found["secondary_nodes"], found["secondary_node_uuids"]) == ([], [])
+
+
+def test_a_change_the_running_instance_applies_at_restart_is_reported(
+    capsys: pytest.CaptureFixture[str], master: ThreadMaster
+) -> None:
+    result = run(capsys, master, name="web1", memory=128)
+    assert (result["changed"], result["pending_restart"]) == (True, ["memory"])
+    assert run(capsys, master, name="web1", memory=128)["pending_restart"] == []
+
+
+def modify_job(*later: dict[str, Any]) -> dict[str, Any]:
+    modify = {"op": "instance.modify", "params": {}, "result": {"pending_restart": ["vcpus"]}}
+    return {"ops": [modify, *later]}
+
+
+@pytest.mark.parametrize(
+    ("later", "pending"),
+    [
+        ((), ["vcpus"]),
+        (({"op": "instance.reboot", "params": {"type": "hard"}},), []),
+        (({"op": "instance.reboot", "params": {"type": "soft"}},), ["vcpus"]),
+        (({"op": "instance.start", "params": {}},), []),
+    ],
+)
+def test_only_a_restart_of_the_vm_process_applies_what_waits(
+    later: tuple[dict[str, Any], ...], pending: list[str]
+) -> None:
+    assert pending_restart(modify_job(*later)) == pending
+    assert pending_restart(None) == []
+
+
+@pytest.mark.parametrize(
+    ("op", "field", "option"),
+    [
+        ({"op": "instance.migrate", "target_node": "n9"}, "target_node", "primary_node"),
+        ({"op": "instance.reboot", "type": "x"}, "type", "reboot_type"),
+        (
+            {"op": "instance.modify", "disk_grow": {"index": 1, "size": 9}},
+            "disk_grow.size",
+            "disks[1].size",
+        ),
+        ({"op": "instance.add", "memory": 0}, "memory", "memory"),
+    ],
+)
+def test_renamed_op_fields_map_to_the_options(op: dict[str, Any], field: str, option: str) -> None:
+    assert option_field(field, op, instance.OP_FIELDS) == option
