@@ -11,6 +11,7 @@ debs=(
   drbd-utils lvm2                                                     # DRBD/LVM backends
   qemu-system-x86 qemu-utils busybox-static debootstrap               # kvm guests, VM nodes
   ganeti-htools zerofree                                              # hail; fake zeroing
+  python3-ganeti-rapi python3-pycurl python3-simplejson             # Ganeti's RAPI client (tests)
 )
 missing=()
 for pkg in "${debs[@]}"; do

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from herd.auth import AuthStore, FailureLimiter, Principal
+from herd.auth import FailureLimiter, Principal
 from herd.crypto.tls import TLS12_SUITES
 from herd.errors import (
     AuthenticationError,
@@ -79,6 +79,13 @@ class Caller:
 
 #: Root on the master, over the Unix socket: trusted by the socket's file mode.
 LOCAL = Caller("unix")
+
+
+class Authenticator(Protocol):
+    """What checks an ``Authorization`` header: the API's credential store, or the RAPI
+    listener's users file beside it."""
+
+    def authenticate(self, authorization: str | None) -> Principal: ...
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except HerdError as exc:
             # Refused before the body was read: the connection cannot carry another request.
             self.close_connection = True
-            self._send(exc.http_status, {"error": exc.to_dict()}, _challenge(exc))
+            self._send(exc.http_status, self.server.error_body(exc), self.server.challenge(exc))
             return
         self.admitted()
         try:
@@ -182,14 +189,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             result = self.server.router.dispatch(method, parts.path, query, body, caller)
             self._send(HTTPStatus.OK, result)
         except HerdError as exc:
-            self._send(exc.http_status, {"error": exc.to_dict()})
+            self._send(exc.http_status, self.server.error_body(exc))
         except Exception as exc:  # noqa: BLE001 - a handler bug is a 500, logged scrubbed
             # No job to scrub against here: at least no key material quoted in the error
             # (a handler that failed on a dump, say) reaches the log or the caller.
             trace = cut_key_material(traceback.format_exc())
             log.error("API %s %s failed\n%s", method, parts.path, trace)
             message = cut_key_material(f"internal error: {exc!r}")
-            self._send(500, {"error": HerdError(message).to_dict()})
+            self._send(500, self.server.error_body(HerdError(message)))
 
     def _read_body(self) -> Any:
         raw_length = self.headers.get("Content-Length") or "0"
@@ -200,7 +207,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 "Content-Length", raw_length, "a byte count (chunked bodies are not accepted)"
             )
         length = int(raw_length)
-        if length and self.command not in BODY_METHODS:
+        if length and self.command not in self.server.body_methods:
             # Refused unread: parsing a body nobody reads would let a reader fill memory.
             self.close_connection = True
             raise ValidationError("body", f"{length} bytes", f"no body on {self.command}")
@@ -246,7 +253,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             error = HerdError(message or HTTPStatus(code).phrase, status=code)
             error.http_status = code
-        self._send(error.http_status, {"error": error.to_dict()})
+        self._send(error.http_status, self.server.error_body(error))
 
     def admitted(self) -> None:
         """Called once a request has been let in (authenticated, where that applies)."""
@@ -346,6 +353,8 @@ class _APIServer(socketserver.ThreadingMixIn, socketserver.BaseServer, metaclass
     max_connections_per_address: int | None = None
     #: The largest request body this listener reads.
     max_body = MAX_BODY
+    #: Methods whose requests may carry a body (RAPI's job wait sends one on GET).
+    body_methods = BODY_METHODS
     router: Router
 
     def _track(self, router: Router) -> None:
@@ -353,6 +362,14 @@ class _APIServer(socketserver.ThreadingMixIn, socketserver.BaseServer, metaclass
         #: Each connection being served, with its source address.
         self._open: dict[socket.socket, str] = {}
         self._open_lock = threading.Lock()
+
+    def error_body(self, exc: HerdError) -> Any:
+        """How this listener's clients expect an error: Herd's shape, unless overridden."""
+        return {"error": exc.to_dict()}
+
+    def challenge(self, exc: HerdError) -> tuple[tuple[str, str], ...]:
+        """Headers sent with a refused admission."""
+        return _challenge(exc)
 
     @abc.abstractmethod
     def admit(self, handler: _RequestHandler, method: str) -> Caller:
@@ -445,7 +462,7 @@ class HTTPSAPIServer(_APIServer, socketserver.TCPServer):
         address: tuple[str, int],
         router: Router,
         context: ssl.SSLContext,
-        auth: AuthStore,
+        auth: Authenticator,
         limiter: FailureLimiter | None = None,
     ) -> None:
         self._track(router)

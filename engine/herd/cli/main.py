@@ -218,6 +218,12 @@ def _add_master_options(master: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="also serve the API over HTTPS here, e.g. 0.0.0.0:8443 (env HERD_HTTPS_BIND)",
     )
+    master.add_argument(
+        "--rapi-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Ganeti's RAPI v2 over HTTPS here, e.g. 0.0.0.0:5080 (env HERD_RAPI_BIND)",
+    )
 
 
 def _add_job_options(sub: argparse.ArgumentParser) -> None:
@@ -319,15 +325,22 @@ def _run_master(args: argparse.Namespace) -> int:
             extra += ["--max-running", str(args.max_running)]
         if args.https_bind:
             extra += ["--https-bind", args.https_bind]
+        if args.rapi_bind:
+            extra += ["--rapi-bind", args.rapi_bind]
         start_master_background(socket_path, state_dir, extra=extra)
         return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from herd.master.daemon import Master, default_https_bind
+    from herd.master.daemon import Master, default_https_bind, default_rapi_bind
 
-    https_bind = args.https_bind or default_https_bind()
-    Master(state_dir, socket_path, max_running=args.max_running, https_bind=https_bind).serve()
+    Master(
+        state_dir,
+        socket_path,
+        max_running=args.max_running,
+        https_bind=args.https_bind or default_https_bind(),
+        rapi_bind=args.rapi_bind or default_rapi_bind(),
+    ).serve()
     return 0
 
 

@@ -18,6 +18,10 @@ from pathlib import Path
 from types import FrameType
 
 from herd import faults
+from herd.api.context import ApiContext
+from herd.api.rapi.resources import rapi_router
+from herd.api.rapi.server import RapiAuthenticator, RapiServer
+from herd.api.rapi.users import USERS_FILE, UsersFile
 from herd.api.routes import build_router
 from herd.api.server import HTTPSAPIServer, UnixAPIServer, https_context
 from herd.auth import AuthStore
@@ -52,12 +56,18 @@ def default_https_bind() -> str | None:
     return os.environ.get("HERD_HTTPS_BIND") or None
 
 
-def parse_bind(value: str) -> tuple[str, int]:
+def default_rapi_bind() -> str | None:
+    """Where to serve Ganeti's RAPI (env ``HERD_RAPI_BIND``; Ganeti's port is 5080); off
+    unless set, like HTTPS."""
+    return os.environ.get("HERD_RAPI_BIND") or None
+
+
+def parse_bind(value: str, field: str = "https_bind") -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` into a socket address; port 0 picks a free one."""
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValidationError("https_bind", value, "HOST:PORT, e.g. 0.0.0.0:8443 or [::]:8443")
+        raise ValidationError(field, value, "HOST:PORT, e.g. 0.0.0.0:8443 or [::]:8443")
     return host, int(port)
 
 
@@ -106,9 +116,11 @@ class Master:
         socket_path: str | Path,
         max_running: int | None = None,
         https_bind: str | None = None,
+        rapi_bind: str | None = None,
     ) -> None:
         faults.configure(os.environ)  # test-only; refuses to arm unless enabled
         self.https_address = parse_bind(https_bind) if https_bind else None
+        self.rapi_address = parse_bind(rapi_bind, "rapi_bind") if rapi_bind else None
         self.state_dir = Path(state_dir)
         secure_state_dir(self.state_dir)
         self.store = SQLiteStore(self.state_dir / "config.db")
@@ -125,8 +137,14 @@ class Master:
         )
         self.auth = AuthStore(self.state_dir / AuthStore.FILE)
         self.router = build_router(self.store, self.queue, self.locks, self.auth, self.services)
+        # Ganeti's RAPI: the same parts behind Ganeti's resource names (docs/rapi.md).
+        self.rapi_router = rapi_router(
+            ApiContext(self.store, self.queue, self.locks, self.auth, self.services)
+        )
+        self.rapi_users = UsersFile(self.state_dir / USERS_FILE)
         self.server = UnixAPIServer(socket_path, self.router)
         self.https: HTTPSAPIServer | None = None
+        self.rapi: RapiServer | None = None
         self._https_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -145,14 +163,15 @@ class Master:
         )
         thread.start()
         log.info("herd master serving on %s (state %s)", self.server.path, self.state_dir)
-        if self.https_address and not self._start_https():
+        if (self.https_address or self.rapi_address) and not self._start_https():
             log.info("HTTPS API waits for 'herd cluster init' (no cluster CA yet)")
             threading.Thread(target=self._https_when_ready, name="herd-https-wait").start()
         self._stopped.wait()
         with self._https_lock:
-            if self.https:
-                self.https.shutdown()
-                self.https.server_close()
+            for listener in (self.https, self.rapi):
+                if listener:
+                    listener.shutdown()
+                    listener.server_close()
         self.server.shutdown()
         self.server.server_close()
         self.queue.stop()
@@ -171,7 +190,8 @@ class Master:
                 return
 
     def _start_https(self) -> bool:
-        """Issue a fresh API certificate and start serving HTTPS; False while no CA exists.
+        """Issue a fresh API certificate and start serving HTTPS (``/v1`` and RAPI, each
+        where configured, under the one certificate); False while no CA exists.
 
         A bind failure at start-up is raised (the operator asked for HTTPS and must hear
         that it is not there); a fresh certificate per start means a renamed master or a
@@ -181,25 +201,25 @@ class Master:
         clusters = self.store.list("cluster")
         if not clusters or not (crypto / ClusterCA.KEY_FILE).exists():
             return False
-        assert self.https_address is not None
         cert_file, key_file = crypto / API_CERT_FILE, crypto / API_KEY_FILE
         ClusterCA.load(crypto).issue_node_cert(
             clusters[0].master_node, self._api_ips(clusters[0].master_node)
         ).save(cert_file, key_file)
+        context = https_context(cert_file, key_file)
         with self._https_lock:
             if self._stopped.is_set():
                 return True
-            self.https = HTTPSAPIServer(
-                self.https_address, self.router, https_context(cert_file, key_file), self.auth
-            )
-            threading.Thread(
-                target=self.https.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="herd-https",
-                daemon=True,
-            ).start()
-        host, port = self.https.server_address[:2]
-        log.info("herd master serving HTTPS on %s port %d", host, port)
+            if self.https_address:
+                self.https = HTTPSAPIServer(self.https_address, self.router, context, self.auth)
+                _serve_in_thread(self.https, "herd-https")
+            if self.rapi_address:
+                self.rapi = RapiServer(
+                    self.rapi_address,
+                    self.rapi_router,
+                    context,
+                    RapiAuthenticator(self.auth, self.rapi_users),
+                )
+                _serve_in_thread(self.rapi, "herd-rapi")
         return True
 
     def _api_ips(self, master_node: str) -> list[str]:
@@ -209,15 +229,24 @@ class Master:
         ips = {"127.0.0.1", "::1"}
         if node is not None:
             ips |= {ip for ip in (node.primary_ip, node.secondary_ip) if ip}
-        assert self.https_address is not None
-        try:
-            bound = ipaddress.ip_address(self.https_address[0])
-        except ValueError:
-            bound = None
-        if bound is not None and not bound.is_unspecified:
-            ips.add(str(bound))
+        for address in (self.https_address, self.rapi_address):
+            try:
+                bound = ipaddress.ip_address(address[0]) if address else None
+            except ValueError:
+                bound = None
+            if bound is not None and not bound.is_unspecified:
+                ips.add(str(bound))
         return sorted(ips)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)
         self.shutdown()
+
+
+def _serve_in_thread(server: HTTPSAPIServer, name: str) -> None:
+    """Serve ``server`` from a daemon thread of its own, and say where."""
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+    ).start()
+    host, port = server.server_address[:2]
+    log.info("herd master serving %s on %s port %d", name, host, port)
