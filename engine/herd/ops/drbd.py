@@ -474,7 +474,24 @@ def require_good_copy(ctx: OpContext, inst: Instance, source: Node) -> None:
 
 def set_dual_primary(ctx: OpContext, inst: Instance, nodes: list[Node], enabled: bool) -> None:
     for node in nodes:
+        if not enabled:
+            await_one_primary_seen(ctx, inst, node)
         each_disk(ctx, inst, node, "drbd_allow_dual_primary", {"enabled": enabled})
+
+
+def await_one_primary_seen(ctx: OpContext, inst: Instance, node: Node) -> None:
+    """Wait (bounded) until ``node`` no longer sees both sides Primary.
+
+    DRBD refuses to forbid two primaries until then, and after its peer was demoted
+    over a cut link it keeps its old view until its next ping notices the loss: a
+    migration rolled back in that window would otherwise leave two primaries allowed.
+    Past the bound the call goes ahead and fails with DRBD's own reason.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while time.monotonic() < deadline and any(
+        s["role"] == "Primary" and s["peer_role"] == "Primary" for s in statuses(ctx, inst, node)
+    ):
+        time.sleep(SYNC_POLL_SECONDS)
 
 
 @undo_handler("drbd.single_primary")

@@ -225,7 +225,8 @@ def test_restart_after_the_last_op_succeeded_ends_the_job_in_success(tmp_path: P
 
 # ---- secrets stay out of the journal ---------------------------------------------------
 
-HEALTHY = {"connected": True, "cstate": "Connected", "done": True, "changed": True, "path": "/x"}
+HEALTHY = {"connected": True, "cstate": "Connected", "done": True, "changed": True, "path": "/x",
+           "role": "Secondary", "peer_role": "Secondary"}  # fmt: skip
 
 
 class ScriptedNodes:
@@ -335,7 +336,9 @@ def test_a_restart_undoes_a_migration_with_the_secret_from_the_config(
     assert context(JobJournal(second, 1, 0), drbd_store, restarted).run_undo() == []
     assert [(n, a, args.get("enabled")) for n, a, args in restarted.calls] == [
         ("n2", "drbd_secondary", None),
+        ("n1", "drbd_status", None),
         ("n1", "drbd_allow_dual_primary", False),
+        ("n2", "drbd_status", None),
         ("n2", "drbd_allow_dual_primary", False),
     ]
     assert {d["params"]["secret"] for _, d in restarted.disks("drbd_allow_dual_primary")} == {

@@ -324,18 +324,22 @@ class DrbdStorage(StorageBackend):
         return True
 
     def set_dual_primary(self, disk: DiskSpec, enabled: bool) -> bool:
-        """Allow both nodes to be Primary (live migration) or go back to one."""
+        """Allow both nodes to be Primary (live migration) or go back to one.
+
+        The kernel is changed before the setting is stored: DRBD refuses to forbid two
+        primaries while it still sees both sides Primary, and a setting stored anyway
+        would make the retry a no-op, leaving two primaries allowed for good.
+        """
         res = self.resource(disk)
         if res.allow_two_primaries == enabled:
             return False
-        flags = {**self._flags(res), "dual_primary": enabled}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / f"{res.name}.json").write_text(json.dumps(flags))
-        res = DrbdResource(**{**res.__dict__, "allow_two_primaries": enabled})
-        self.write_config(res)
         if self.status(res).configured:
             value = "yes" if enabled else "no"
             self.drbdadm(res, "net-options", f"--allow-two-primaries={value}", res.name)
+        flags = {**self._flags(res), "dual_primary": enabled}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / f"{res.name}.json").write_text(json.dumps(flags))
+        self.write_config(DrbdResource(**{**res.__dict__, "allow_two_primaries": enabled}))
         return True
 
     # -- helpers -----------------------------------------------------------------------

@@ -195,6 +195,25 @@ def test_dual_primary_is_persisted_and_applied(ctx: NodeContext, tmp_path: Path)
     ]
 
 
+def test_a_refused_dual_primary_change_is_not_stored_so_a_retry_applies_it(
+    ctx: NodeContext, tmp_path: Path
+) -> None:
+    """DRBD refuses to forbid two primaries while it still sees both sides Primary (the
+    peer's demotion lost on a cut link): the retry must run net-options again."""
+    refused = (10, "", "Can not clear allow_two_primaries as long as there a primaries")
+    runner = ScriptedRunner((("drbdadm",), OK), (("drbdadm",), refused), (("drbdadm",), OK))
+    node = Node(ctx, tmp_path, runner)
+    node.state(CONNECTED_SECONDARY)
+    conf = tmp_path / "drbd.d" / "herd-d1.res"
+    node.backend.set_dual_primary(disk(), True)
+    with pytest.raises(NodeError, match="allow_two_primaries"):
+        node.backend.set_dual_primary(disk(), False)
+    assert "allow-two-primaries yes;" in conf.read_text()
+    assert node.backend.set_dual_primary(disk(), False) is True
+    assert "allow-two-primaries no;" in conf.read_text()
+    assert node.drbdadm()[1:] == [("net-options", "--allow-two-primaries=no", "herd-d1")] * 2
+
+
 def test_disconnect_and_attach_net_are_idempotent(ctx: NodeContext, tmp_path: Path) -> None:
     node = Node(ctx, tmp_path, ScriptedRunner((("drbdadm",), OK), (("drbdadm",), OK)))
     node.state(CONNECTED_SECONDARY)
