@@ -24,7 +24,7 @@ from herd.api.rapi.server import RapiAuthenticator, RapiServer
 from herd.api.rapi.users import USERS_FILE, UsersFile
 from herd.api.routes import build_router
 from herd.api.server import HTTPSAPIServer, UnixAPIServer, https_context
-from herd.auth import AuthStore
+from herd.auth import AuthStore, FailureLimiter
 from herd.config.store import SQLiteStore, Store
 from herd.crypto.ca import ClusterCA
 from herd.crypto.secrets import ReplayCache
@@ -142,6 +142,8 @@ class Master:
             ApiContext(self.store, self.queue, self.locks, self.auth, self.services)
         )
         self.rapi_users = UsersFile(self.state_dir / USERS_FILE)
+        #: One failed-login budget per address for both listeners: each takes Herd tokens.
+        self.login_failures = FailureLimiter()
         self.server = UnixAPIServer(socket_path, self.router)
         self.https: HTTPSAPIServer | None = None
         self.rapi: RapiServer | None = None
@@ -185,9 +187,14 @@ class Master:
         self._stopped.set()
 
     def _https_when_ready(self) -> None:
+        """Start HTTPS once ``cluster init`` has made the CA. No caller is left to hear a
+        bind failure here, so it is logged and tried again at the next poll."""
         while not self._stopped.wait(CA_POLL_SECONDS):
-            if self._start_https():
-                return
+            try:
+                if self._start_https():
+                    return
+            except OSError as exc:
+                log.error("HTTPS API not started, trying again: %s", exc)
 
     def _start_https(self) -> bool:
         """Issue a fresh API certificate and start serving HTTPS (``/v1`` and RAPI, each
@@ -209,17 +216,31 @@ class Master:
         with self._https_lock:
             if self._stopped.is_set():
                 return True
-            if self.https_address:
-                self.https = HTTPSAPIServer(self.https_address, self.router, context, self.auth)
-                _serve_in_thread(self.https, "herd-https")
-            if self.rapi_address:
-                self.rapi = RapiServer(
-                    self.rapi_address,
-                    self.rapi_router,
-                    context,
-                    RapiAuthenticator(self.auth, self.rapi_users),
-                )
-                _serve_in_thread(self.rapi, "herd-rapi")
+            # Both bound before either serves: a port taken fails the pair, not half of it.
+            https = rapi = None
+            try:
+                if self.https_address:
+                    https = HTTPSAPIServer(
+                        self.https_address, self.router, context, self.auth, self.login_failures
+                    )
+                if self.rapi_address:
+                    authenticator = RapiAuthenticator(self.auth, self.rapi_users)
+                    rapi = RapiServer(
+                        self.rapi_address,
+                        self.rapi_router,
+                        context,
+                        authenticator,
+                        self.login_failures,
+                    )
+            except BaseException:
+                if https is not None:
+                    https.server_close()
+                raise
+            self.https, self.rapi = https, rapi
+            if https is not None:
+                _serve_in_thread(https, "herd-https")
+            if rapi is not None:
+                _serve_in_thread(rapi, "herd-rapi")
         return True
 
     def _api_ips(self, master_node: str) -> list[str]:

@@ -220,7 +220,8 @@ def shutdown(ctx: ApiContext, request: Request, name: str) -> int:
 
 def reboot(ctx: ApiContext, request: Request, name: str) -> int:
     _refuse_flags(request.query, "instance.reboot", "dry-run", "ignore_secondaries")
-    kind = request.query.get("type", "soft")
+    # Ganeti's default: its client sends ``type`` only when the caller names one.
+    kind = request.query.get("type", "hard")
     if kind not in ("soft", "hard"):
         raise ValidationError("type", kind, "soft or hard (Herd has no 'full' reboot)")
     _body(request, {})

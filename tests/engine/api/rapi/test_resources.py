@@ -148,15 +148,18 @@ def test_ganetis_client_follows_and_cancels_jobs_submitted_over_v1(rapi: RapiMas
 
 @needs_ganeti
 def test_writes_are_herd_ops_answered_with_a_bare_job_id(rapi: RapiMaster) -> None:
-    startup, dry_run, shutdown, unknown = ganeti(
+    startup, dry_run, shutdown, reboot, unknown = ganeti(
         rapi,
         [
             ["StartupInstance", ["web1"], {"reason": "maintenance window"}],
             ["StartupInstance", ["web1"], {"dry_run": True}],
             ["ShutdownInstance", ["web1"], {"timeout": 5}],
+            ["RebootInstance", ["web1"], {}],
             ["GetInstance", ["nope"], {}],
         ],
     )
+    # Ganeti's client names no type unless asked, and Ganeti then reboots hard.
+    assert rapi.running.api.job(reboot)["ops"][0]["params"]["type"] == "hard"
     assert isinstance(startup, int) and isinstance(shutdown, int)
     job = rapi.running.api.job(startup)
     assert job["ops"][0]["op"] == "instance.start" and job["ops"][0]["params"]["name"] == "web1"
@@ -228,6 +231,9 @@ def test_failed_logins_are_rate_limited_as_on_v1(rapi: RapiMaster) -> None:
         assert basic_get(rapi, "/2/info", "admin", "guess", source) == 401
     assert basic_get(rapi, "/2/info", "admin", "s3cret", source) == 429
     assert basic_get(rapi, "/2/info", "admin", "s3cret", "127.0.0.10") == 200
+    # One budget per address for both listeners: each takes Herd's tokens.
+    assert rapi.running.master.rapi is not None
+    assert rapi.running.master.rapi.limiter is rapi.running.master.login_failures
 
 
 def test_rapi_is_off_unless_bound_and_a_bad_bind_names_the_option(tmp_path: Path) -> None:
