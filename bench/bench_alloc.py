@@ -9,9 +9,8 @@ medians and the ratio. ``hail`` runs only if ganeti-htools is installed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+
+from timing import median_ms
 
 from herd.alloc import allocate, iallocator
 from herd.alloc.model import GroupState, InstanceRequest, NodeState, Snapshot
@@ -33,15 +32,6 @@ def build(nodes: int) -> Snapshot:
         spec = InstanceRequest(f"inst{i:03d}", 1024, 1, (10240,), "drbd")
         snap = snap.place(spec, names[i], names[(i + 1) % nodes])
     return snap
-
-
-def median_ms(fn: Callable[[], object], rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:

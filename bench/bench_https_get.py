@@ -16,28 +16,17 @@ from __future__ import annotations
 import argparse
 import functools
 import http.client
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import median_ms
+
 from herd.api.server import _HTTPSRequestHandler
 from herd.client import https_client_context
 from tests.engine.api.https_master import start_https_master
-
-
-def timed(fn: Callable[[], None], count: int) -> float:
-    """Median milliseconds of ``count`` calls."""
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 def main() -> int:
@@ -71,9 +60,8 @@ def main() -> int:
             _HTTPSRequestHandler.disable_nagle_algorithm = nodelay
             kept = connect()
             get(kept)
-            rows.append(
-                (label, timed(functools.partial(get, kept), args.requests), timed(fresh, 10))
-            )
+            kept_ms = median_ms(functools.partial(get, kept), args.requests)
+            rows.append((label, kept_ms, median_ms(fresh, 10)))
             kept.close()
         https.running.stop()
     print(f"{'GET /v1/info over HTTPS':26} {'kept-alive ms':>14} {'new conn ms':>12}")

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -22,20 +19,12 @@ import paramiko
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 
 import herdlab
+from timing import median_ms
 
 from herd.rpc.client import NodeClient
 from herd.rpc.ssh import NodeAddress, SSHPool
 
 PING = b'{"id": 1, "action": "ping"}'
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> int:
@@ -67,9 +56,9 @@ def main() -> int:
 
             with SSHPool(key) as pool, NodeClient(pool) as client:
                 client.call(address, "ping")
-                pooled = median_seconds(lambda: client.call(address, "ping"), args.runs * 50)
-                cli = median_seconds(fresh_cli, args.runs)
-                fresh = median_seconds(fresh_paramiko, args.runs)
+                pooled = median_ms(lambda: client.call(address, "ping"), args.runs * 50) / 1000
+                cli = median_ms(fresh_cli, args.runs) / 1000
+                fresh = median_ms(fresh_paramiko, args.runs) / 1000
     finally:
         herdlab.down(name)
     print(f"pooled herd-node session : {pooled * 1000:8.3f} ms/call  (1x)")

@@ -232,6 +232,17 @@ def assert_survived(running: ThreadMaster, lab: vmnodes.VMLab) -> None:
         assert copies_agree(running, lab, inst["name"])
 
 
+def add_survived(running: ThreadMaster, lab: vmnodes.VMLab, job_id: int) -> None:
+    """The faulted add ``job_id`` either finished, or failed leaving nothing, after which
+    the same add succeeds; either way the cluster checks out."""
+    doc = ended(running, job_id)
+    if doc["status"] != "success":
+        assert running.api.query("instances") == [], doc["error"]
+        assert_survived(running, lab)
+        run(running, **drbd_add(lab, "victim"))
+    assert_survived(running, lab)
+
+
 def copies_agree(running: ThreadMaster, lab: vmnodes.VMLab, name: str) -> bool:
     """The primary's device and the secondary's data LV read the same, whole disk."""
     (inst,) = running.api.query("instances", [name])
@@ -255,12 +266,7 @@ def test_secondary_agent_killed_during_add(healthy: Env, injected: Callable[[str
     wait_for_log(running, job_id, resyncing)
     injected("secondary's herd-node killed during instance.add drbd (resync)")
     kill_agent(secondary)
-    doc = ended(running, job_id)
-    if doc["status"] != "success":
-        assert running.api.query("instances") == [], doc["error"]
-        assert_survived(running, lab)
-        run(running, **drbd_add(lab, "victim"))
-    assert_survived(running, lab)
+    add_survived(running, lab, job_id)
 
 
 # --- 2. replication cut during the initial resync ---------------------------------------
@@ -281,12 +287,7 @@ def test_replication_cut_during_initial_resync(
     with replication_cut(n1, n2):
         poll("DRBD to lose its peer", lambda: disconnected(n1), LINK_PATIENCE)
         assert running.api.job(job_id)["status"] != "success"
-    doc = ended(running, job_id)
-    if doc["status"] != "success":
-        assert running.api.query("instances") == [], doc["error"]
-        assert_survived(running, lab)
-        run(running, **drbd_add(lab, "victim"))
-    assert_survived(running, lab)
+    add_survived(running, lab, job_id)
 
 
 # --- 3. replication cut during a live migration ------------------------------------------
