@@ -36,16 +36,10 @@ from tests.faults.test_crash_points import (
     trace_points,
 )
 from tests.lab.conftest import vm_nodes
-from tests.vm.helpers import dual_primaries, prepare_nodes, scrub_nodes
+from tests.vm.helpers import ON_VM_GUESTS, dual_primaries, prepare_nodes, scrub_nodes
 
 __all__ = ["vm_nodes"]  # the session's guests, shared with tests/vm
-#: tests/vm's conftest (marker, skip rule) does not reach this directory: the same rule here.
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        vmnodes.missing_requirements() is not None, reason=str(vmnodes.missing_requirements())
-    ),
-]
+pytestmark = ON_VM_GUESTS
 
 DISK = "16M"
 

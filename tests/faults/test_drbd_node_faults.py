@@ -38,6 +38,7 @@ from tests.engine.harness import ThreadMaster
 from tests.faults.test_crash_points import LONG_FORM_ONLY
 from tests.lab.conftest import vm_nodes
 from tests.vm.helpers import (
+    ON_VM_GUESTS,
     checksum,
     data_lv,
     drbd_cluster,
@@ -49,13 +50,7 @@ from tests.vm.helpers import (
 )
 
 __all__ = ["vm_nodes"]  # the session's guests, shared with tests/vm
-#: tests/vm's conftest (marker, skip rule) does not reach this directory: the same rule here.
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        vmnodes.missing_requirements() is not None, reason=str(vmnodes.missing_requirements())
-    ),
-]
+pytestmark = ON_VM_GUESTS
 
 Env = tuple[ThreadMaster, vmnodes.VMLab]
 OP_TIMEOUT = 600

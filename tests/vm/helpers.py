@@ -20,6 +20,14 @@ from tests.engine.ops.labsupport import form_cluster, lab_master
 from tests.engine.ops.labsupport import run as run  # the VM tests call ops through here
 
 PATTERN_MIB = 16
+#: The marks of a test file outside tests/vm that uses the VM guests: tests/vm's conftest
+#: (its marker and skip rule) does not reach other directories.
+ON_VM_GUESTS = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        vmnodes.missing_requirements() is not None, reason=str(vmnodes.missing_requirements())
+    ),
+]
 #: Leftovers of a failed test: Herd's resource files name one resource each.
 SCRUB = (
     'for f in /etc/drbd.d/herd-*.res; do [ -e "$f" ] || continue; '
